@@ -1,0 +1,32 @@
+# Two commands: `make run` (the main job on the demo data) and `make test` (lint + tests).
+# Both create or refresh .venv first; a stamp file makes that a no-op when nothing changed.
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.requirements-stamp
+
+.PHONY: venv run test lint bench docs-local docs-baseline clean-outputs
+
+venv: $(STAMP)
+
+$(STAMP): requirements.txt requirements.lock
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt -c requirements.lock
+	@touch $(STAMP)
+
+run: venv
+	$(PY) -m pipelines.run_main_job
+
+test: venv
+	$(VENV)/bin/ruff check .
+	$(PY) -m pytest -q
+
+lint: venv
+	$(VENV)/bin/ruff check .
+
+clean-outputs:
+	rm -rf checkpoints runs artifacts/dqvl artifacts/loss artifacts/cache artifacts/pipeline \
+	  artifacts/validation artifacts/decisions artifacts/calibration artifacts/bundles \
+	  artifacts/runtime_configs artifacts/scaler_fdc.json training_dashboard/data/runs \
+	  training_dashboard/data/dashboard-state.json

@@ -1,0 +1,391 @@
+"""Config loader: YAML (safe_load) validated against a typed schema per stream.
+
+A bad config fails fast with the dotted key, the bad value and what is allowed; unknown
+keys are errors.  ``--set a.b=value`` overrides are applied before validation, so they go
+through the same checks.  Paths stay repository-relative strings in the config and are
+resolved with :func:`core.paths.resolve_path` where they are used.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from core.errors import ConfigError
+from core.paths import display_path, resolve_path
+
+Stream = Literal["patchtst", "swinmae"]
+STREAMS: tuple[str, ...] = ("patchtst", "swinmae")
+
+PosInt = Annotated[int, Field(gt=0)]
+NonNegInt = Annotated[int, Field(ge=0)]
+PosFloat = Annotated[float, Field(gt=0)]
+NonNegFloat = Annotated[float, Field(ge=0)]
+Ratio = Annotated[float, Field(ge=0, le=1)]
+PathGlobs = str | list[str]
+
+
+class Section(BaseModel):
+    """Base for every config section: strict keys, values checked on assignment too."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+# --------------------------------------------------------------------------- shared
+class DeviceConfig(Section):
+    prefer_cuda: bool = True
+    amp: bool = True  # bf16 where supported, else fp16 + grad scaler; always off on CPU
+
+
+class TrainingConfig(Section):
+    epochs: PosInt = 10
+    batch_size: PosInt = 32
+    lr: PosFloat = 1e-3
+    weight_decay: NonNegFloat = 0.01
+    warmup_epochs: NonNegInt = 0
+    grad_clip: NonNegFloat = 1.0  # 0 disables clipping
+    num_workers: NonNegInt = 0
+    max_steps_per_epoch: PosInt | None = None  # cap for smoke runs
+
+
+class LoggingConfig(Section):
+    log_dir: str
+    checkpoint_path: str
+    loss_dir: str = "artifacts/loss"
+
+
+class ScoringConfig(Section):
+    # How per-channel (FDC) or per-axis (vibration) errors become one window score.
+    aggregation: Literal["mean", "max", "topk"] = "mean"
+    top_k: PosInt = 3
+    batch_size: PosInt = 64
+
+
+class DqvlBase(Section):
+    enabled: bool = True
+    report_dir: str
+
+
+# --------------------------------------------------------------------------- FDC
+class FdcSyntheticConfig(Section):
+    n_files: PosInt = 3
+    n_rows: PosInt = 1500
+    n_channels: PosInt = 8
+    seed: int = 0
+
+
+class FdcDataConfig(Section):
+    source: Literal["synthetic", "files"] = "synthetic"
+    path: PathGlobs = "data/local/train/fdc/*.csv"
+    timestamp_col: str | None = None  # default: a column named timestamp/time (any case)
+    channels: list[str] | None = None  # default: every other column
+    channel_regex: str | None = None
+    fs: PosFloat | None = None  # samples per second, informational for FDC
+    seq_len: Annotated[int, Field(ge=2)] = 96
+    stride: PosInt = 16
+    val_fraction: Annotated[float, Field(ge=0, lt=1)] = 0.2
+    normalization: Literal["robust", "zscore"] = "robust"
+    scaler_path: str = "artifacts/scaler_fdc.json"
+    synthetic: FdcSyntheticConfig = FdcSyntheticConfig()
+
+
+class FdcDqvlConfig(DqvlBase):
+    report_dir: str = "artifacts/dqvl/fdc"
+    require_timestamp: bool = True
+    max_timestamp_issue_ratio: Ratio = 0.01  # unparsable, backwards or duplicated stamps
+    max_missing_ratio: Ratio = 0.2
+    warn_missing_ratio: Ratio = 0.02
+    stuck_rel_std: NonNegFloat = 1e-6
+    step_jump_sigma: PosFloat = 8.0
+    warn_step_jump_ratio: Ratio = 0.01
+
+
+class PatchTSTModelConfig(Section):
+    patch_len: PosInt = 16
+    d_model: PosInt = 64
+    n_heads: PosInt = 4
+    n_layers: PosInt = 2
+    d_ff: PosInt = 128
+    dropout: Ratio = 0.0
+    mask_ratio: Annotated[float, Field(gt=0, lt=1)] = 0.4
+
+    @model_validator(mode="after")
+    def _heads_divide(self) -> PatchTSTModelConfig:
+        if self.d_model % self.n_heads:
+            raise ValueError(
+                f"d_model ({self.d_model}) must be divisible by n_heads ({self.n_heads})"
+            )
+        return self
+
+
+class PatchTSTConfig(Section):
+    stream: Literal["patchtst"] = "patchtst"
+    seed: int = 42
+    deterministic: bool = False
+    device: DeviceConfig = DeviceConfig()
+    data: FdcDataConfig = FdcDataConfig()
+    dqvl: FdcDqvlConfig = FdcDqvlConfig()
+    model: PatchTSTModelConfig = PatchTSTModelConfig()
+    training: TrainingConfig = TrainingConfig()
+    scoring: ScoringConfig = ScoringConfig()
+    logging: LoggingConfig = LoggingConfig(
+        log_dir="runs/patchtst_ssl", checkpoint_path="checkpoints/patchtst_ssl.pt"
+    )
+
+    @model_validator(mode="after")
+    def _patch_fits(self) -> PatchTSTConfig:
+        if self.data.seq_len % self.model.patch_len:
+            raise ValueError(
+                f"data.seq_len ({self.data.seq_len}) must be a multiple of "
+                f"model.patch_len ({self.model.patch_len})"
+            )
+        return self
+
+
+# --------------------------------------------------------------------------- vibration
+class VibSyntheticConfig(Section):
+    n_files: PosInt = 3
+    duration_sec: PosFloat = 20.0
+    seed: int = 0
+
+
+class ResampleConfig(Section):
+    enabled: bool = False  # deterministic polyphase resampling to data.fs when observed fs differs
+
+
+class VibDataConfig(Section):
+    source: Literal["synthetic", "files"] = "synthetic"
+    path: PathGlobs = "data/local/train/vib/*.csv"
+    fs: PosFloat = 2000.0
+    timestamp_col: str | None = None
+    axes: dict[Literal["x", "y", "z"], str] | None = None  # column mapping, e.g. {x: acc_1}
+    win_sec: PosFloat = 1.0
+    win_stride_sec: PosFloat = 0.5
+    val_fraction: Annotated[float, Field(ge=0, lt=1)] = 0.2
+    resample: ResampleConfig = ResampleConfig()
+    synthetic: VibSyntheticConfig = VibSyntheticConfig()
+
+
+class VibDqvlConfig(DqvlBase):
+    report_dir: str = "artifacts/dqvl/vib"
+    max_nan_ratio: Ratio = 0.01
+    fs_tolerance: Ratio = 0.02  # relative difference between observed and configured fs
+    warn_clip_ratio: Ratio = 0.01
+    warn_flat_ratio: Ratio = 0.2
+    max_flat_ratio: Ratio = 0.95
+    rms_min: NonNegFloat | None = None
+    rms_max: PosFloat | None = None
+
+
+class CwtConfig(Section):
+    wavelet: Literal["morlet"] = "morlet"
+    freq_min: PosFloat = 5.0
+    freq_max: PosFloat = 1000.0
+    n_freqs: PosInt = 64
+    log1p: bool = True
+    normalization: Literal["robust", "zscore", "minmax"] = "robust"
+    cache_dir: str = "artifacts/cache/cwt"
+
+    @model_validator(mode="after")
+    def _freq_order(self) -> CwtConfig:
+        if self.freq_min >= self.freq_max:
+            raise ValueError(f"freq_min ({self.freq_min}) must be < freq_max ({self.freq_max})")
+        return self
+
+
+class ImageConfig(Section):
+    size: Annotated[int, Field(ge=16)] = 64
+
+
+class SwinMAEModelConfig(Section):
+    name: str = "swin_tiny_patch4_window7_224"  # timm architecture; weights never downloaded
+    patch_size: PosInt = 4
+    window_size: PosInt = 4
+    embed_dim: PosInt = 32
+    depths: list[PosInt] = [2, 2]
+    num_heads: list[PosInt] = [2, 4]
+    decoder_dim: PosInt = 64
+    mask_ratio: Annotated[float, Field(gt=0, lt=1)] = 0.5
+
+    @model_validator(mode="after")
+    def _stage_lists(self) -> SwinMAEModelConfig:
+        if len(self.depths) != len(self.num_heads):
+            raise ValueError("depths and num_heads must have the same length")
+        return self
+
+
+class SwinMAEConfig(Section):
+    stream: Literal["swinmae"] = "swinmae"
+    seed: int = 42
+    deterministic: bool = False
+    device: DeviceConfig = DeviceConfig()
+    data: VibDataConfig = VibDataConfig()
+    dqvl: VibDqvlConfig = VibDqvlConfig()
+    cwt: CwtConfig = CwtConfig()
+    image: ImageConfig = ImageConfig()
+    model: SwinMAEModelConfig = SwinMAEModelConfig()
+    training: TrainingConfig = TrainingConfig()
+    scoring: ScoringConfig = ScoringConfig()
+    logging: LoggingConfig = LoggingConfig(
+        log_dir="runs/swinmae_ssl", checkpoint_path="checkpoints/swinmae_ssl.pt"
+    )
+
+    @model_validator(mode="after")
+    def _nyquist(self) -> SwinMAEConfig:
+        if self.cwt.freq_max > self.data.fs / 2:
+            raise ValueError(
+                f"cwt.freq_max ({self.cwt.freq_max}) must be <= data.fs / 2 ({self.data.fs / 2})"
+            )
+        return self
+
+
+StreamConfig = PatchTSTConfig | SwinMAEConfig
+SCHEMAS: dict[str, type[Section]] = {"patchtst": PatchTSTConfig, "swinmae": SwinMAEConfig}
+
+
+# --------------------------------------------------------------------------- loading
+def _allowed_keys(schema: type[BaseModel], loc: Sequence[Any]) -> list[str]:
+    """Field names allowed at ``loc`` (the parent of an unknown key)."""
+    model: Any = schema
+    for part in loc:
+        field = getattr(model, "model_fields", {}).get(part)
+        if field is None:
+            return []
+        model = field.annotation
+    return sorted(getattr(model, "model_fields", {}))
+
+
+def _format_errors(err: ValidationError, schema: type[BaseModel], source: str) -> str:
+    lines = []
+    for e in err.errors():
+        loc = list(e["loc"])
+        key = ".".join(str(p) for p in loc) or "<root>"
+        if e["type"] == "extra_forbidden":
+            allowed = _allowed_keys(schema, loc[:-1])
+            hint = f" (allowed: {', '.join(allowed)})" if allowed else ""
+            lines.append(f"{key}: unknown key{hint}")
+            continue
+        msg = e["msg"]
+        msg = msg.removeprefix("Value error, ")
+        msg = msg[:1].lower() + msg[1:]
+        got = e.get("input")
+        if e["type"] == "value_error" or isinstance(got, dict):
+            lines.append(msg if key == "<root>" else f"{key}: {msg}")
+        else:
+            lines.append(f"{key}: {msg}, got {got!r}")
+    return f"{source}: invalid config: " + "; ".join(lines)
+
+
+def _set_dotted(raw: dict[str, Any], dotted: str, value: Any) -> None:
+    parts = dotted.split(".")
+    node = raw
+    for part in parts[:-1]:
+        child = node.get(part)
+        if child is None:
+            child = node[part] = {}
+        if not isinstance(child, dict):
+            raise ConfigError(f"--set {dotted}: '{part}' is not a section")
+        node = child
+    node[parts[-1]] = value
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """Parse ``key.sub=value``; the value is YAML-typed (``3`` -> int, ``[1,2]`` -> list)."""
+    key, sep, value = text.partition("=")
+    key = key.strip()
+    if not sep or not key:
+        raise ConfigError(f"--set {text!r}: expected key.sub=value")
+    try:
+        return key, yaml.safe_load(value) if value.strip() else None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"--set {key}: value is not valid YAML ({type(exc).__name__})") from exc
+
+
+def apply_overrides(raw: dict[str, Any], overrides: Iterable[str]) -> dict[str, Any]:
+    out = copy.deepcopy(raw)
+    for text in overrides:
+        key, value = parse_override(text)
+        _set_dotted(out, key, value)
+    return out
+
+
+def config_from_dict(
+    raw: dict[str, Any], stream: str | None = None, source: str = "<config>"
+) -> StreamConfig:
+    """Validate a raw mapping into the stream's schema."""
+    if not isinstance(raw, dict):
+        kind = type(raw).__name__
+        raise ConfigError(f"{source}: expected a mapping at the top level, got {kind}")
+    declared = raw.get("stream", stream)
+    if stream is not None and declared != stream:
+        raise ConfigError(f"{source}: stream: expected {stream!r}, got {declared!r}")
+    if declared not in SCHEMAS:
+        allowed = ", ".join(STREAMS)
+        raise ConfigError(f"{source}: stream: must be one of {allowed}, got {declared!r}")
+    schema = SCHEMAS[declared]
+    try:
+        return schema.model_validate(raw)  # type: ignore[return-value]
+    except ValidationError as exc:
+        raise ConfigError(_format_errors(exc, schema, source)) from None
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    resolved = resolve_path(path)
+    shown = display_path(resolved)
+    if not resolved.is_file():
+        raise ConfigError(f"{shown}: config file not found")
+    try:
+        raw = yaml.safe_load(resolved.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise ConfigError(f"{shown}: config is not UTF-8 text") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise ConfigError(f"{shown}: invalid YAML{where}") from None
+    return raw if raw is not None else {}
+
+
+def load_config(
+    path: str | Path, overrides: Iterable[str] = (), stream: str | None = None
+) -> StreamConfig:
+    """Load, override and validate a config file (path relative to the repository root)."""
+    raw = apply_overrides(read_yaml(path), overrides)
+    return config_from_dict(raw, stream=stream, source=display_path(resolve_path(path)))
+
+
+def effective_config(cfg: StreamConfig) -> dict[str, Any]:
+    """The merged, validated config as plain data (stored beside and inside checkpoints)."""
+    return cfg.model_dump(mode="json")
+
+
+def dump_yaml(data: dict[str, Any]) -> str:
+    return yaml.safe_dump(data, sort_keys=False)
+
+
+# --------------------------------------------------------------------------- CLI glue
+def add_config_args(parser: argparse.ArgumentParser, default_config: str | None = None) -> None:
+    parser.add_argument(
+        "--config",
+        default=default_config,
+        required=default_config is None,
+        help="YAML config, relative to the repository root"
+        + (f" (default: {default_config})" if default_config else ""),
+    )
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config value, e.g. --set training.epochs=3 (repeatable, YAML-typed)",
+    )
+
+
+def config_from_args(args: argparse.Namespace, stream: str | None = None) -> StreamConfig:
+    return load_config(args.config, args.overrides, stream=stream)

@@ -1,0 +1,49 @@
+"""Shared command line for the trainers (the entry points in trainers/ stay thin)."""
+
+from __future__ import annotations
+
+import argparse
+
+from core.config import add_config_args, config_from_args
+from core.paths import display_path
+from engine.trainer import BuildFn, ProgressHook, fit
+from sensor_data.dqvl_report import new_run_id
+
+
+def train_main(
+    stream: str,
+    build: BuildFn,
+    argv: list[str] | None,
+    description: str,
+    progress_hook: ProgressHook | None = None,
+) -> int:
+    parser = argparse.ArgumentParser(
+        prog=f"python -m trainers.train_{stream}_ssl",
+        description=description,
+        epilog="Multi-GPU / multi-process: torchrun --nproc_per_node=N "
+        f"-m trainers.train_{stream}_ssl --config ...",
+    )
+    add_config_args(parser, default_config=f"configs/{stream}_ssl.yaml")
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue from the last checkpoint (finished epochs are kept)",
+    )
+    parser.add_argument("--run-id", default=None, help="run id stamped into reports (default: now)")
+    args = parser.parse_args(argv)
+    cfg = config_from_args(args, stream=stream)
+    result = fit(
+        cfg,
+        build,
+        resume=args.resume,
+        run_id=args.run_id or new_run_id(),
+        progress_hook=progress_hook,
+    )
+    if result.history:
+        last = result.history[-1]
+        print(
+            f"[{stream}] done: {len(result.history)} epochs, train_loss={last['train_loss']:.5f}, "
+            f"val_loss={last['val_loss']:.5f}; checkpoint {display_path(result.paths.checkpoint)}, "
+            f"loss curve {display_path(result.paths.curve_png)}"
+        )
+    return 0

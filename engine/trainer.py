@@ -1,0 +1,409 @@
+"""The one training engine both streams share.
+
+A stream hands over a :class:`TrainingSetup` (datasets and a model whose forward returns a
+dict with a scalar ``"loss"``); the engine owns everything else: device, AMP, seeding, DDP,
+the epoch loop, progress, TensorBoard, loss history, atomic checkpoints and resume.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from tqdm import tqdm
+
+from core.config import StreamConfig, dump_yaml, effective_config
+from core.device import AmpSettings, amp_settings, seed_everything, select_device
+from core.errors import CheckpointError, UserError
+from core.io import atomic_torch_save, atomic_write_text
+from core.paths import display_path, resolve_path
+from engine import distributed as dd
+from engine.checkpoint import (
+    FORMAT,
+    capture_rng,
+    created_now,
+    load_checkpoint,
+    package_versions,
+    restore_rng,
+)
+from engine.loss_log import plot_loss_curve, write_history_csv
+
+ProgressHook = Callable[[dict[str, Any]], None]
+MAX_NON_FINITE_STEPS = 10
+
+
+@dataclass
+class TrainingSetup:
+    """What a stream hands the engine."""
+
+    model: nn.Module
+    train_set: Dataset
+    val_set: Dataset
+    model_meta: dict[str, Any] = field(default_factory=dict)
+
+
+BuildFn = Callable[[StreamConfig, torch.device, str], TrainingSetup]
+
+
+@dataclass(frozen=True)
+class ArtifactPaths:
+    checkpoint: Path
+    best: Path
+    config_yaml: Path
+    history_csv: Path
+    curve_png: Path
+    log_dir: Path
+
+    @classmethod
+    def from_config(cls, cfg: StreamConfig) -> ArtifactPaths:
+        ckpt = resolve_path(cfg.logging.checkpoint_path)
+        loss_dir = resolve_path(cfg.logging.loss_dir)
+        return cls(
+            checkpoint=ckpt,
+            best=ckpt.with_name(f"{ckpt.stem}.best{ckpt.suffix}"),
+            config_yaml=ckpt.with_name(f"{ckpt.stem}.config.yaml"),
+            history_csv=loss_dir / f"{cfg.stream}_loss_history.csv",
+            curve_png=loss_dir / f"{cfg.stream}_loss_curve.png",
+            log_dir=resolve_path(cfg.logging.log_dir),
+        )
+
+
+@dataclass
+class FitResult:
+    history: list[dict[str, Any]]
+    paths: ArtifactPaths
+    best_val_loss: float
+    run_id: str
+
+
+@dataclass
+class _State:
+    """Everything that must survive a restart, mirrored into each checkpoint."""
+
+    epoch: int = 0  # finished epochs
+    step: int = 0
+    best_val_loss: float = math.inf
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+def lr_factor(step: int, warmup_steps: int, total_steps: int) -> float:
+    """Linear warm-up, then cosine decay to 10 % of the base rate."""
+    if warmup_steps and step < warmup_steps:
+        return (step + 1) / warmup_steps
+    span = max(1, total_steps - warmup_steps)
+    progress = min(1.0, (step - warmup_steps) / span)
+    return 0.1 + 0.9 * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def fit(
+    cfg: StreamConfig,
+    build: BuildFn,
+    *,
+    resume: bool = False,
+    run_id: str = "",
+    progress_hook: ProgressHook | None = None,
+) -> FitResult:
+    info = dd.dist_info_from_env()
+    device = select_device(cfg.device.prefer_cuda, info.local_rank if info.enabled else None)
+    dd.init_process_group(info, device)
+    try:
+        return _Trainer(cfg, info, device, run_id, progress_hook).run(build, resume)
+    finally:
+        dd.destroy_process_group()
+
+
+class _Trainer:
+    def __init__(
+        self,
+        cfg: StreamConfig,
+        info: dd.DistInfo,
+        device: torch.device,
+        run_id: str,
+        progress_hook: ProgressHook | None,
+    ) -> None:
+        self.cfg = cfg
+        self.info = info
+        self.device = device
+        self.run_id = run_id
+        self.hook = progress_hook if info.is_main else None
+        self.amp: AmpSettings = amp_settings(device, cfg.device.amp)
+        self.paths = ArtifactPaths.from_config(cfg)
+        self.state = _State()
+
+    # ------------------------------------------------------------------ set-up
+    def _log(self, msg: str) -> None:
+        if self.info.is_main:
+            tqdm.write(f"[{self.cfg.stream}] {msg}")
+
+    def _prepare(self, build: BuildFn) -> TrainingSetup:
+        # Rank 0 prepares first (writes DQVL reports, scaler, caches); the others then reuse.
+        if not self.info.is_main:
+            dd.barrier(self.info)
+        setup = build(self.cfg, self.device, self.run_id)
+        if self.info.is_main:
+            dd.barrier(self.info)
+        if len(setup.train_set) == 0:
+            raise UserError(f"{self.cfg.stream}: no training windows after data preparation")
+        return setup
+
+    def _loader(self, dataset: Dataset, shuffle: bool) -> DataLoader:
+        sampler = DistributedSampler(
+            dataset,
+            num_replicas=self.info.world_size,
+            rank=self.info.rank,
+            shuffle=shuffle,
+            seed=self.cfg.seed,
+        )
+        return DataLoader(
+            dataset,
+            batch_size=self.cfg.training.batch_size,
+            sampler=sampler,
+            num_workers=self.cfg.training.num_workers,
+            pin_memory=self.device.type == "cuda",
+            persistent_workers=self.cfg.training.num_workers > 0,
+        )
+
+    def _restore(self, model: nn.Module, optimizer, scheduler, scaler) -> None:
+        path = self.paths.checkpoint
+        if not path.exists():
+            self._log(f"--resume: no checkpoint at {display_path(path)}; starting from scratch")
+            return
+        ckpt = load_checkpoint(path, map_location=self.device)
+        saved = ckpt.get("config", {})
+        if ckpt.get("stream") != self.cfg.stream:
+            raise CheckpointError(
+                f"{display_path(path)}: checkpoint is for stream {ckpt.get('stream')!r}, "
+                f"config is {self.cfg.stream!r}"
+            )
+        current = effective_config(self.cfg)
+        for section in ("model", "image", "cwt"):
+            if saved.get(section) != current.get(section):
+                raise CheckpointError(
+                    f"{display_path(path)}: cannot resume, config section '{section}' differs "
+                    "from the checkpoint (train to a new checkpoint_path instead)"
+                )
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        scheduler.load_state_dict(ckpt["scheduler"])
+        if ckpt.get("scaler"):
+            scaler.load_state_dict(ckpt["scaler"])
+        restore_rng(ckpt["rng"])
+        if self.info.rank:
+            torch.manual_seed(self.cfg.seed + 7919 * self.info.rank + ckpt["epoch"])
+        self.state = _State(
+            epoch=int(ckpt["epoch"]),
+            step=int(ckpt["step"]),
+            best_val_loss=float(ckpt["best_val_loss"]),
+            history=list(ckpt["history"]),
+        )
+        self._log(f"resumed from {display_path(path)} after epoch {self.state.epoch}")
+
+    # ------------------------------------------------------------------ loop
+    def run(self, build: BuildFn, resume: bool) -> FitResult:
+        cfg = self.cfg
+        seed_everything(cfg.seed + self.info.rank, cfg.deterministic)
+        setup = self._prepare(build)
+        model = setup.model.to(self.device)
+        train_model: nn.Module = model
+        if self.info.enabled:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            train_model = DistributedDataParallel(model, device_ids=ids)
+        train_loader = self._loader(setup.train_set, shuffle=True)
+        val_loader = self._loader(setup.val_set, shuffle=False)
+        steps = len(train_loader)
+        if cfg.training.max_steps_per_epoch:
+            steps = min(steps, cfg.training.max_steps_per_epoch)
+        total = steps * cfg.training.epochs
+        warmup = steps * cfg.training.warmup_epochs
+        optimizer = torch.optim.AdamW(
+            model.parameters(), lr=cfg.training.lr, weight_decay=cfg.training.weight_decay
+        )
+        scheduler = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda s: lr_factor(s, warmup, total)
+        )
+        scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp.use_grad_scaler)
+        if resume:
+            self._restore(model, optimizer, scheduler, scaler)
+
+        self._log(
+            f"device={self.device} amp={self.amp.label} world_size={self.info.world_size} "
+            f"train_windows={len(setup.train_set)} val_windows={len(setup.val_set)} "
+            f"steps/epoch={steps} params={sum(p.numel() for p in model.parameters()):,}"
+        )
+        writer = None
+        if self.info.is_main:
+            from torch.utils.tensorboard import SummaryWriter
+
+            atomic_write_text(self.paths.config_yaml, dump_yaml(effective_config(cfg)))
+            writer = SummaryWriter(
+                str(self.paths.log_dir), purge_step=self.state.step if resume else None
+            )
+        try:
+            for epoch in range(self.state.epoch, cfg.training.epochs):
+                row = self._epoch(epoch, train_model, model, train_loader, val_loader, steps,
+                                  optimizer, scheduler, scaler)
+                if self.info.is_main:
+                    self._log_epoch(row, writer)
+                    self._save(model, setup, optimizer, scheduler, scaler)
+        finally:
+            if writer is not None:
+                writer.close()
+        if self.state.epoch >= cfg.training.epochs and self.info.is_main and self.state.history:
+            self._write_loss_artifacts()
+        return FitResult(self.state.history, self.paths, self.state.best_val_loss, self.run_id)
+
+    def _epoch(self, epoch, train_model, model, train_loader, val_loader, steps,
+               optimizer, scheduler, scaler) -> dict[str, Any]:
+        cfg = self.cfg
+        train_loader.sampler.set_epoch(epoch)
+        model.train()
+        t0 = time.perf_counter()
+        loss_sum, n_seen, non_finite = 0.0, 0, 0
+        bar = tqdm(
+            total=steps,
+            desc=f"{cfg.stream} epoch {epoch + 1}/{cfg.training.epochs}",
+            unit="batch",
+            disable=not self.info.is_main,
+            dynamic_ncols=True,
+            leave=False,
+        )
+        last_hook = t0
+        for i, batch in enumerate(train_loader):
+            if i >= steps:
+                break
+            batch = batch.to(self.device, non_blocking=True)
+            with torch.autocast(self.device.type, dtype=self.amp.dtype, enabled=self.amp.enabled):
+                loss = train_model(batch)["loss"]
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            if cfg.training.grad_clip > 0:
+                scaler.unscale_(optimizer)
+                nn.utils.clip_grad_norm_(model.parameters(), cfg.training.grad_clip)
+            scaler.step(optimizer)
+            scaler.update()
+            scheduler.step()
+            self.state.step += 1
+            value = float(loss.detach())
+            if not math.isfinite(value):
+                non_finite += 1
+                if non_finite > MAX_NON_FINITE_STEPS:
+                    raise UserError(
+                        f"{cfg.stream}: loss is not finite for {non_finite} steps "
+                        f"(amp={self.amp.label}); try --set device.amp=false or a lower lr"
+                    )
+                continue
+            loss_sum += value * len(batch)
+            n_seen += len(batch)
+            elapsed = time.perf_counter() - t0
+            rate = n_seen * self.info.world_size / max(elapsed, 1e-9)
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss_sum / n_seen:.4f}", win_s=f"{rate:.0f}")
+            if self.hook and time.perf_counter() - last_hook > 2.0:
+                last_hook = time.perf_counter()
+                self.hook(self._progress(epoch, i + 1, steps, loss_sum / n_seen, rate))
+        bar.close()
+        train_sum, train_n = dd.all_reduce_sum([loss_sum, n_seen], self.info, self.device)
+        val_loss = self._validate(train_model, val_loader)
+        seconds = time.perf_counter() - t0
+        self.state.epoch = epoch + 1
+        return {
+            "epoch": epoch + 1,
+            "train_loss": train_sum / train_n if train_n else math.nan,
+            "val_loss": val_loss,
+            "lr": optimizer.param_groups[0]["lr"],
+            "seconds": round(seconds, 3),
+            "windows_per_s": train_n / max(seconds, 1e-9),
+        }
+
+    @torch.inference_mode()
+    def _validate(self, train_model: nn.Module, loader: DataLoader) -> float:
+        """Validation loss with the same masks every epoch (forked RNG), so epochs compare."""
+        train_model.eval()
+        total, count = 0.0, 0
+        devices = [self.device] if self.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(self.cfg.seed + self.info.rank)
+            for batch in loader:
+                batch = batch.to(self.device, non_blocking=True)
+                with torch.autocast(
+                    self.device.type, dtype=self.amp.dtype, enabled=self.amp.enabled
+                ):
+                    loss = train_model(batch)["loss"]
+                total += float(loss) * len(batch)
+                count += len(batch)
+        total, count = dd.all_reduce_sum([total, count], self.info, self.device)
+        return total / count if count else math.nan
+
+    def _progress(self, epoch: int, step: int, steps: int, loss: float, rate: float) -> dict:
+        return {
+            "stream": self.cfg.stream,
+            "epoch": epoch + 1,
+            "epochs": self.cfg.training.epochs,
+            "step": step,
+            "steps": steps,
+            "loss": loss,
+            "windows_per_s": rate,
+        }
+
+    # ------------------------------------------------------------------ outputs
+    def _log_epoch(self, row: dict[str, Any], writer) -> None:
+        rate = row.pop("windows_per_s")
+        self.state.history.append(row)
+        writer.add_scalar("loss/train", row["train_loss"], row["epoch"])
+        if not math.isnan(row["val_loss"]):
+            writer.add_scalar("loss/val", row["val_loss"], row["epoch"])
+        writer.add_scalar("lr", row["lr"], row["epoch"])
+        writer.add_scalar("throughput/windows_per_s", rate, row["epoch"])
+        writer.flush()
+        self._log(
+            f"epoch {row['epoch']}/{self.cfg.training.epochs} train_loss={row['train_loss']:.5f} "
+            f"val_loss={row['val_loss']:.5f} lr={row['lr']:.2e} {rate:.0f} windows/s "
+            f"{row['seconds']:.1f}s"
+        )
+        if self.hook:
+            self.hook(self._progress(row["epoch"] - 1, 0, 0, row["train_loss"], rate))
+
+    def _save(self, model, setup, optimizer, scheduler, scaler) -> None:
+        row = self.state.history[-1]
+        monitored = row["val_loss"] if not math.isnan(row["val_loss"]) else row["train_loss"]
+        improved = monitored < self.state.best_val_loss
+        if improved:
+            self.state.best_val_loss = monitored
+        ckpt = {
+            "format": FORMAT,
+            "stream": self.cfg.stream,
+            "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "scaler": scaler.state_dict() if scaler.is_enabled() else None,
+            "epoch": self.state.epoch,
+            "step": self.state.step,
+            "best_val_loss": self.state.best_val_loss,
+            "history": self.state.history,
+            "rng": capture_rng(),
+            "config": effective_config(self.cfg),
+            "model_meta": setup.model_meta,
+            "versions": package_versions(),
+            "amp": self.amp.label,
+            "run_id": self.run_id,
+            "created": created_now(),
+        }
+        # Checkpoint first: if we die before the CSV is rewritten, resume rebuilds it.
+        atomic_torch_save(ckpt, self.paths.checkpoint)
+        if improved:
+            atomic_torch_save(ckpt, self.paths.best)
+        self._write_loss_artifacts()
+
+    def _write_loss_artifacts(self) -> None:
+        write_history_csv(self.state.history, self.paths.history_csv)
+        plot_loss_curve(
+            self.state.history, self.paths.curve_png, title=f"{self.cfg.stream} SSL loss"
+        )
