@@ -1,0 +1,337 @@
+"""FDC data path: reader, scaler, leakage-free split/windows, scoring windows, TEP demo data."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from core.errors import ConfigError, DataError
+from sensor_data.fdc import read_fdc
+from sensor_data.fdc_prep import list_fdc_files, prepare_fdc_scoring, prepare_fdc_training
+from sensor_data.scaler import ChannelScaler
+from sensor_data.synthetic_fdc import make_fdc_frame, write_fdc_files
+from sensor_data.tep import CHANNELS, load_tep, load_tep_protocol, materialise_tep
+from sensor_data.windows import split_index
+from tests.test_dqvl_fdc import fdc_cfg
+
+
+@pytest.fixture
+def root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("SSL_REPO_ROOT", str(tmp_path))
+    return tmp_path
+
+
+def _csv(path: Path, frame: pd.DataFrame) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    frame.to_csv(path, index=False)
+    return path
+
+
+# --------------------------------------------------------------------------- reader
+def test_csv_and_parquet_read_the_same_values(root: Path) -> None:
+    frame = make_fdc_frame(50, 3, seed=1)
+    frame.loc[4, "ch_01"] = np.nan
+    frame.loc[7, "ch_02"] = np.inf
+    csv = read_fdc(_csv(root / "a.csv", frame))
+    frame.to_parquet(root / "a.parquet")
+    pq = read_fdc(root / "a.parquet")
+    assert csv.values.dtype == np.float32 and csv.values.shape == (50, 3)
+    assert csv.channels == pq.channels == ["ch_00", "ch_01", "ch_02"]
+    np.testing.assert_array_equal(csv.values, pq.values)
+    assert np.isnan(csv.values[4, 1]) and np.isposinf(csv.values[7, 2])  # kept as read
+    np.testing.assert_array_equal(csv.timestamps, pq.timestamps)
+    assert csv.timestamps.dtype == np.dtype("datetime64[ns]")
+    assert (np.diff(csv.timestamps) == np.timedelta64(1, "s")).all()
+    assert csv.file_id == "a.csv" and pq.timestamp_col == "timestamp"
+
+
+@pytest.mark.parametrize("name", ["Time", "TIMESTAMP", "time"])
+def test_timestamp_column_is_found_by_name_in_any_case(root: Path, name: str) -> None:
+    frame = make_fdc_frame(20, 2, seed=0).rename(columns={"timestamp": name})
+    table = read_fdc(_csv(root / "t.csv", frame))
+    assert table.timestamp_col == name
+    assert table.channels == ["ch_00", "ch_01"]
+    assert not np.isnat(table.timestamps).any()
+
+
+def test_configured_timestamp_and_channels(root: Path) -> None:
+    frame = make_fdc_frame(20, 4, seed=0).rename(columns={"timestamp": "ts"})
+    path = _csv(root / "t.csv", frame)
+    auto = read_fdc(path)
+    assert auto.timestamp_col is None and auto.non_numeric_columns == ["ts"]
+    table = read_fdc(path, timestamp_col="ts", channels=["ch_03", "ch_01"])
+    assert table.timestamp_col == "ts" and table.channels == ["ch_03", "ch_01"]
+    np.testing.assert_allclose(table.values[:, 0], frame["ch_03"].to_numpy(), rtol=1e-6)
+    assert read_fdc(path, timestamp_col="ts", channel_regex=r"_0[12]$").channels == [
+        "ch_01",
+        "ch_02",
+    ]
+    with pytest.raises(DataError, match=r"t\.csv: configured channels not found: ch_09, x"):
+        read_fdc(path, channels=["ch_00", "ch_09", "x"])
+    with pytest.raises(ConfigError, match="channel_regex"):
+        read_fdc(path, channel_regex="(")
+
+
+def test_numeric_timestamps_are_seconds_and_text_columns_are_excluded(root: Path) -> None:
+    frame = pd.DataFrame(
+        {"time": [0.0, 0.5, 1.0, 1.5], "a": [1, 2, 3, 4], "mode": ["A", "B", "A", "B"]}
+    )
+    table = read_fdc(_csv(root / "n.csv", frame))
+    assert table.channels == ["a"] and table.non_numeric_columns == ["mode"]
+    assert (np.diff(table.timestamps) == np.timedelta64(500, "ms")).all()
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "message"),
+    [
+        ("empty.csv", b"", "empty file"),
+        ("header.csv", b"timestamp,a\n", "header only"),
+        ("blank.csv", b"\n\n", "cannot parse as CSV"),
+        ("bin.csv", b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR", "binary content"),
+        ("latin.csv", "temp\u00e9rature\n1\n".encode("latin-1"), "not UTF-8"),
+        ("ragged.csv", b"a,b\n1,2\n3,4,5,6\n", "cannot parse as CSV"),
+        ("bad.parquet", b"not parquet at all", "not a readable Parquet file"),
+        ("data.xlsx", b"PK", "unsupported file type '.xlsx'"),
+    ],
+)
+def test_bad_files_raise_one_clear_data_error(
+    root: Path, name: str, content: bytes, message: str
+) -> None:
+    path = root / name
+    path.write_bytes(content)
+    with pytest.raises(DataError, match=message) as err:
+        read_fdc(path)
+    assert str(err.value).startswith(f"{name}: ")
+
+
+def test_missing_file_and_no_matching_pattern(root: Path) -> None:
+    with pytest.raises(DataError, match="nope.csv: file not found"):
+        read_fdc(root / "nope.csv")
+    with pytest.raises(DataError, match=r"no FDC files match data.path: data/x/\*.csv, y.csv"):
+        list_fdc_files(["data/x/*.csv", "y.csv"])
+
+
+def test_file_listing_is_sorted_deduplicated_and_skips_labels(root: Path) -> None:
+    write_fdc_files(root / "data/train", 3, 40, 2, seed=0)
+    (root / "data/train/labels.csv").write_text("file,label\n")
+    found = list_fdc_files(["data/train/*.csv", "data/train/synthetic_001.csv"])
+    assert [p.name for p in found] == [f"synthetic_{i:03d}.csv" for i in range(3)]
+
+
+# --------------------------------------------------------------------------- scaler
+def test_robust_and_zscore_fit_values_and_nan_handling() -> None:
+    x = np.array([[1.0, 5.0, np.nan], [2.0, 5.0, 1.0], [3.0, 5.0, 3.0], [4.0, 5.0, np.inf]])
+    robust = ChannelScaler.fit([x[:2], x[2:]], "robust", ["a", "b", "c"])
+    np.testing.assert_allclose(robust.center, [2.5, 5.0, 2.0])
+    np.testing.assert_allclose(robust.scale[[0, 2]], [1.5, 1.0])  # IQRs
+    assert robust.scale[1] == 1.0  # constant channel: no division by ~0
+    z = ChannelScaler.fit([x], "zscore", ["a", "b", "c"])
+    np.testing.assert_allclose(z.center, [2.5, 5.0, 2.0])
+    np.testing.assert_allclose(z.scale[[0, 2]], [np.std([1, 2, 3, 4]), 1.0])
+    out = robust.transform(x.astype(np.float32))
+    assert out.dtype == np.float32
+    np.testing.assert_allclose(out[:, 0], [-1.0, -1 / 3, 1 / 3, 1.0], rtol=1e-6)
+    assert out[0, 2] == 0.0 and out[3, 2] == 0.0 and (out[:, 1] == 0.0).all()
+
+
+def test_scaler_json_round_trip_and_errors(tmp_path: Path) -> None:
+    x = np.random.default_rng(0).normal(size=(100, 3)) * [1, 10, 100]
+    scaler = ChannelScaler.fit([x], "robust", ["a", "b", "c"])
+    path = scaler.save(tmp_path / "s.json")
+    saved = json.loads(path.read_text())
+    assert set(saved) == {"schema_version", "method", "center", "scale", "channel_names"}
+    loaded = ChannelScaler.load(path)
+    assert loaded.method == "robust" and loaded.channels == ["a", "b", "c"]
+    np.testing.assert_array_equal(loaded.center, scaler.center)
+    np.testing.assert_array_equal(loaded.scale, scaler.scale)
+    with pytest.raises(DataError, match="scaler file not found"):
+        ChannelScaler.load(tmp_path / "missing.json")
+    (tmp_path / "bad.json").write_text("{not json")
+    with pytest.raises(DataError, match="not valid JSON"):
+        ChannelScaler.load(tmp_path / "bad.json")
+    (tmp_path / "short.json").write_text(json.dumps({**saved, "scale": [1.0]}))
+    with pytest.raises(DataError, match="lengths do not match"):
+        ChannelScaler.load(tmp_path / "short.json")
+
+
+def test_scaler_channel_check_reorders_or_names_the_difference() -> None:
+    scaler = ChannelScaler("robust", np.zeros(3), np.ones(3), ["a", "b", "c"])
+    assert scaler.check_channels(["c", "a", "b"], "f.csv") == [1, 2, 0]
+    with pytest.raises(DataError, match=r"f\.csv: channel set differs .*missing c; extra d"):
+        scaler.check_channels(["a", "b", "d"], "f.csv")
+
+
+# --------------------------------------------------------------------------- split / windows
+def test_windows_never_cross_a_file_or_the_split(root: Path) -> None:
+    lengths = [150, 233, 97, 30]  # the 30-row file is shorter than a window: DQVL drops it
+    for i, n in enumerate(lengths):
+        _csv(root / f"data/train/f{i}.csv", make_fdc_frame(n, 3, seed=i))
+    cfg = fdc_cfg(stride=5, val_fraction=0.25)
+    prepared = prepare_fdc_training(cfg, run_id="r", progress=False)
+    assert prepared.files == ["f0.csv", "f1.csv", "f2.csv"]
+    assert prepared.reports[3].hard_fails[0]["rule"] == "too_short"
+    n_rows = dict(zip(prepared.files, lengths, strict=False))
+    seq = cfg.data.seq_len
+    for fid, start in zip(prepared.train.file_ids, prepared.train.starts, strict=True):
+        assert start >= 0 and start + seq <= split_index(n_rows[fid], 0.25)
+    for fid, start in zip(prepared.val.file_ids, prepared.val.starts, strict=True):
+        assert start >= split_index(n_rows[fid], 0.25) and start + seq <= n_rows[fid]
+    # every file contributes, f2 (97 rows: 73 train, 24 val) only train windows
+    assert set(prepared.train.file_ids) == {"f0.csv", "f1.csv", "f2.csv"}
+    assert "f2.csv" not in set(prepared.val.file_ids)
+    # window content is exactly the normalised rows of its own file
+    raw = read_fdc(root / "data/train/f1.csv").values
+    k = int(np.flatnonzero(prepared.train.file_ids == "f1.csv")[2])
+    start = int(prepared.train.starts[k])
+    item = prepared.train[k]
+    assert tuple(item.shape) == (seq, 3) and str(item.dtype) == "torch.float32"
+    np.testing.assert_allclose(
+        item.numpy(), prepared.scaler.transform(raw)[start : start + seq], rtol=1e-6
+    )
+    assert (root / "artifacts/scaler_fdc.json").is_file()
+
+
+def test_scaler_sees_training_rows_only(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    frame = make_fdc_frame(200, 3, seed=4)
+    split = split_index(200, 0.2)
+    poisoned = frame.copy()
+    poisoned.loc[split:, ["ch_00", "ch_01", "ch_02"]] = 1e6  # extreme values in validation only
+    fitted = {}
+    for name, f in {"clean": frame, "poisoned": poisoned}.items():
+        monkeypatch.setenv("SSL_REPO_ROOT", str(tmp_path / name))
+        _csv(tmp_path / name / "data/train/f.csv", f)
+        for method in ("robust", "zscore"):
+            cfg = fdc_cfg(normalization=method)
+            fitted[name, method] = prepare_fdc_training(cfg, "r", progress=False).scaler
+    train_part = read_fdc(tmp_path / "clean/data/train/f.csv").values[:split]
+    for method in ("robust", "zscore"):
+        reference = ChannelScaler.fit([train_part], method, ["ch_00", "ch_01", "ch_02"])
+        for name in ("clean", "poisoned"):
+            np.testing.assert_allclose(fitted[name, method].center, reference.center)
+            np.testing.assert_allclose(fitted[name, method].scale, reference.scale)
+
+
+def test_no_training_window_is_a_clear_error(root: Path) -> None:
+    _csv(root / "data/train/f.csv", make_fdc_frame(36, 2, seed=0))  # 29 train rows < 32
+    with pytest.raises(DataError, match="no training windows.*seq_len=32"):
+        prepare_fdc_training(fdc_cfg(), "r", progress=False)
+
+
+def test_synthetic_source_makes_windows_without_files(root: Path) -> None:
+    cfg = fdc_cfg(source="synthetic", synthetic={"n_files": 2, "n_rows": 120, "n_channels": 5})
+    prepared = prepare_fdc_training(cfg, "r", progress=False)
+    assert prepared.files == ["synthetic_000", "synthetic_001"]
+    assert prepared.train.n_channels == 5 and len(prepared.train) == 2 * 9
+    assert not (root / "data").exists()
+
+
+# --------------------------------------------------------------------------- scoring
+def test_scoring_windows_use_the_saved_scaler_and_handle_channel_mismatch(root: Path) -> None:
+    write_fdc_files(root / "data/train", 2, 120, 3, seed=0)
+    cfg = fdc_cfg()
+    prepared = prepare_fdc_training(cfg, "r", progress=False)
+    scaler = ChannelScaler.load(root / "artifacts/scaler_fdc.json")
+    test = make_fdc_frame(100, 3, seed=7)
+    good = _csv(root / "data/test/good.csv", test)
+    shuffled_cols = _csv(
+        root / "data/test/reordered.csv", test[["ch_02", "ch_00", "timestamp", "ch_01"]]
+    )
+    wrong = _csv(root / "data/test/wrong.csv", make_fdc_frame(100, 4, seed=7))
+    windows, reports = prepare_fdc_scoring(
+        [good, shuffled_cols, wrong], scaler, cfg, window=32, stride=16
+    )
+    assert [r.decision for r in reports] == ["keep", "keep", "drop"]
+    assert reports[2].hard_fails[0]["rule"] == "channel_mismatch"
+    assert windows.files == ["good.csv", "reordered.csv"]
+    np.testing.assert_array_equal(windows.starts[:6], [0, 16, 32, 48, 64, 68])  # last row too
+    assert len(windows) == 12 and windows.file_ids[6] == "reordered.csv"
+    np.testing.assert_array_equal(windows.arrays[0], windows.arrays[1])  # reordered back
+    np.testing.assert_array_equal(
+        windows.arrays[0], prepared.scaler.transform(read_fdc(good).values)
+    )
+    with pytest.raises(DataError, match=r"wrong\.csv: channel set differs.*extra ch_03"):
+        prepare_fdc_scoring([wrong], scaler, cfg, window=32, stride=16)
+
+
+# --------------------------------------------------------------------------- synthetic
+def test_synthetic_frames_are_seeded_and_faults_start_where_asked() -> None:
+    a = make_fdc_frame(300, 8, seed=3)
+    pd.testing.assert_frame_equal(a, make_fdc_frame(300, 8, seed=3))
+    assert not a.equals(make_fdc_frame(300, 8, seed=4))
+    assert list(a.columns) == ["timestamp"] + [f"ch_{i:02d}" for i in range(8)]
+    corr = np.corrcoef(a.iloc[:, 1:].to_numpy().T)
+    assert np.abs(corr[np.triu_indices(8, 1)]).max() > 0.5  # channels share latent factors
+    for fault in ("step", "drift", "noise", "stuck"):
+        f = make_fdc_frame(300, 8, seed=3, fault=fault, fault_start=200)
+        changed = (f.iloc[:, 1:] != a.iloc[:, 1:]).to_numpy()
+        assert not changed[:200].any(), fault
+        assert changed[200:].any(axis=0).sum() == 2, fault  # a quarter of the channels
+    stuck = make_fdc_frame(300, 8, seed=3, fault="stuck", fault_start=200).iloc[200:, 1:]
+    assert (stuck.std() == 0).sum() == 2
+    with pytest.raises(ConfigError, match="unknown synthetic fault"):
+        make_fdc_frame(10, 2, seed=0, fault="melt")
+
+
+# --------------------------------------------------------------------------- TEP
+def test_tep_runs_have_52_named_channels_and_3_minute_stamps() -> None:
+    d00, d00_te = load_tep("d00"), load_tep("d00_te")
+    assert d00.shape == (500, 53) and d00_te.shape == (960, 53)
+    assert list(d00.columns[1:]) == CHANNELS and CHANNELS[0] == "xmeas_01"
+    assert CHANNELS[-1] == "xmv_11" and len(CHANNELS) == 52
+    assert (d00["timestamp"].diff().dropna() == pd.Timedelta(minutes=3)).all()
+    # d00.dat is stored transposed: after reading, the normal runs share channel levels
+    levels = np.corrcoef(d00.iloc[:, 1:].mean(), d00_te.iloc[:, 1:].mean())[0, 1]
+    assert levels > 0.999
+    assert load_tep("d21_te").shape == (960, 53)
+    with pytest.raises(DataError, match="unknown Tennessee Eastman run"):
+        load_tep("d22_te")
+
+
+def test_tep_protocol_split() -> None:
+    p = load_tep_protocol()
+    assert p["train"].shape == (500, 52) and p["train"].dtype == np.float32
+    assert p["calib"].shape == (480, 52) and p["test_normal"].shape == (480, 52)
+    np.testing.assert_array_equal(np.vstack([p["calib"], p["test_normal"]]), p["test_normal_run"])
+    assert sorted(p["faults"]) == list(range(1, 22))
+    assert all(v.shape == (800, 52) for v in p["faults"].values())
+    np.testing.assert_array_equal(p["faults"][5], p["fault_runs"][5][160:])
+
+
+def test_materialise_tep_writes_demo_set_and_never_overwrites(tmp_path: Path) -> None:
+    mine = tmp_path / "data/local/test/fdc/d05_te.csv"
+    mine.parent.mkdir(parents=True)
+    mine.write_text("my own file\n")
+    messages: list[str] = []
+    written = materialise_tep(tmp_path, log=messages.append)
+    rel = sorted(p.relative_to(tmp_path).as_posix() for p in written)
+    assert len(rel) == 24 and "data/local/test/fdc/d05_te.csv" not in rel
+    assert "data/local/train/fdc/d00.csv" in rel and "data/local/test/fdc/d21_te.csv" in rel
+    assert "data/local/calib/fdc/d00_te_calib.csv" in rel
+    assert "data/local/test/fdc/d00_te_normal.csv" in rel
+    assert mine.read_text() == "my own file\n"
+    assert "1 existing file(s) left untouched: data/local/test/fdc/d05_te.csv" in messages[0]
+
+    train = read_fdc(tmp_path / "data/local/train/fdc/d00.csv")
+    assert train.values.shape == (500, 52) and train.channels == CHANNELS
+    calib = read_fdc(tmp_path / "data/local/calib/fdc/d00_te_calib.csv")
+    normal = read_fdc(tmp_path / "data/local/test/fdc/d00_te_normal.csv")
+    protocol = load_tep_protocol()
+    np.testing.assert_allclose(calib.values, protocol["calib"], rtol=1e-6)
+    np.testing.assert_allclose(normal.values, protocol["test_normal"], rtol=1e-6)
+    assert normal.timestamps[0] == np.datetime64("2000-01-02T00:00:00")  # row 480 x 3 min
+    labels = pd.read_csv(tmp_path / "data/local/test/fdc/labels.csv")
+    assert len(labels) == 22
+    normal_row = labels.iloc[0]
+    assert normal_row["file"] == "d00_te_normal.csv" and normal_row["label"] == "normal"
+    assert pd.isna(normal_row["fault_start_row"])
+    assert (labels["fault_start_row"].iloc[1:] == 160).all()
+    assert labels["fault_id"].tolist() == list(range(22))
+
+    before = {p: p.stat().st_mtime_ns for p in written}
+    assert materialise_tep(tmp_path, log=messages.append) == []
+    assert all(p.stat().st_mtime_ns == t for p, t in before.items())
+    assert "25 existing file(s)" in messages[-1]
