@@ -19,7 +19,8 @@ def _umask() -> int:
 _FILE_MODE = 0o666 & ~_umask()  # what open() would give; mkstemp alone gives 0600
 
 
-def _atomic_write(path: Path, write: Callable[[IO[bytes]], None]) -> Path:
+def atomic_write_with(path: Path, write: Callable[[IO[bytes]], None]) -> Path:
+    """Stream into a temp file beside ``path`` with ``write(fh)``, then rename it into place."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -37,7 +38,7 @@ def _atomic_write(path: Path, write: Callable[[IO[bytes]], None]) -> Path:
 
 
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
-    return _atomic_write(Path(path), lambda fh: fh.write(data))
+    return atomic_write_with(Path(path), lambda fh: fh.write(data))
 
 
 def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
@@ -51,10 +52,10 @@ def atomic_write_json(path: str | os.PathLike[str], obj: Any) -> Path:
 def atomic_torch_save(obj: Any, path: str | os.PathLike[str]) -> Path:
     import torch
 
-    return _atomic_write(Path(path), lambda fh: torch.save(obj, fh))
+    return atomic_write_with(Path(path), lambda fh: torch.save(obj, fh))
 
 
 def atomic_savefig(fig: Any, path: str | os.PathLike[str], **kwargs: Any) -> Path:
     """Save a matplotlib figure atomically (format taken from the final suffix)."""
     fmt = Path(path).suffix.lstrip(".") or "png"
-    return _atomic_write(Path(path), lambda fh: fig.savefig(fh, format=fmt, **kwargs))
+    return atomic_write_with(Path(path), lambda fh: fig.savefig(fh, format=fmt, **kwargs))

@@ -3,11 +3,18 @@
 from __future__ import annotations
 
 import argparse
+import os
 
 from core.config import add_config_args, config_from_args
 from core.paths import display_path
-from engine.trainer import BuildFn, ProgressHook, fit
+from engine.trainer import BuildFn, fit
+from pipelines.status import set_progress
 from sensor_data.dqvl_report import new_run_id
+
+
+def report_progress(progress: dict) -> None:
+    """Live progress for the dashboard (artifacts/pipeline/status.json)."""
+    set_progress(**progress)
 
 
 def train_main(
@@ -15,7 +22,6 @@ def train_main(
     build: BuildFn,
     argv: list[str] | None,
     description: str,
-    progress_hook: ProgressHook | None = None,
 ) -> int:
     parser = argparse.ArgumentParser(
         prog=f"python -m trainers.train_{stream}_ssl",
@@ -29,7 +35,11 @@ def train_main(
         action="store_true",
         help="continue from the last checkpoint (finished epochs are kept)",
     )
-    parser.add_argument("--run-id", default=None, help="run id stamped into reports (default: now)")
+    parser.add_argument(
+        "--run-id",
+        default=os.environ.get("SSL_RUN_ID"),
+        help="run id stamped into reports (default: $SSL_RUN_ID, else the UTC time)",
+    )
     args = parser.parse_args(argv)
     cfg = config_from_args(args, stream=stream)
     result = fit(
@@ -37,7 +47,7 @@ def train_main(
         build,
         resume=args.resume,
         run_id=args.run_id or new_run_id(),
-        progress_hook=progress_hook,
+        progress_hook=report_progress,
     )
     if result.history:
         last = result.history[-1]

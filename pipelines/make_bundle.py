@@ -1,0 +1,254 @@
+"""Backup bundle of one training run: a zip of every artifact needed to restore or audit it.
+
+The zip holds the checkpoints (+ the effective config beside each), the configs, the FDC
+scaler, loss histories and curves, DQVL summaries, TensorBoard event files and calibration
+thresholds when present, plus ``manifest.json`` with a sha256 and size per file, so a
+copy can be verified anywhere with :func:`verify_bundle`.  Paths inside are
+repository-relative; the zip is written atomically.
+
+    python -m pipelines.make_bundle --repo-root . \\
+        --patch-config configs/patchtst_ssl_local.yaml --swin-config configs/swinmae_ssl_local.yaml
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import IO, Any
+
+from core.cli import run_main
+from core.config import StreamConfig, load_config
+from core.errors import UserError
+from core.io import atomic_write_with
+from core.paths import resolve_path
+from pipelines.status import check_run_id, new_run_id, now_iso
+
+MANIFEST = "manifest.json"
+MANIFEST_SCHEMA = "1.0"
+BUNDLE_DIR = "artifacts/bundles"
+CALIBRATION_TEMPLATE = "artifacts/calibration/{stream}_thresholds.json"
+DEFAULT_PATCH_CONFIG = "configs/patchtst_ssl_local.yaml"
+DEFAULT_SWIN_CONFIG = "configs/swinmae_ssl_local.yaml"
+EXTERNAL_PREFIX = "_external"
+_CHUNK = 1 << 20
+
+
+# --------------------------------------------------------------------------- shared helpers
+def load_stream_config(root: Path, config_path: str, stream: str) -> StreamConfig:
+    """Load a stream config whose path is relative to ``root`` (the given repository root)."""
+    return load_config(resolve_path(config_path, root), stream=stream)
+
+
+def repo_rel(path: Path, root: Path) -> str:
+    """Repository-relative POSIX path; a file outside the repository keeps only its name."""
+    try:
+        return Path(path).resolve().relative_to(root.resolve()).as_posix()
+    except ValueError:
+        return f"{EXTERNAL_PREFIX}/{Path(path).name}"
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def checkpoint_side_config(checkpoint: Path) -> Path:
+    """``checkpoints/x.pt`` -> ``checkpoints/x.config.yaml`` (the effective config)."""
+    return checkpoint.with_suffix(".config.yaml")
+
+
+def event_files(log_dir: Path) -> list[Path]:
+    """Non-empty TensorBoard event files anywhere under ``log_dir``."""
+    if not log_dir.is_dir():
+        return []
+    found = log_dir.rglob("events.out.tfevents.*")
+    return sorted(p for p in found if p.is_file() and p.stat().st_size > 0)
+
+
+# --------------------------------------------------------------------------- collect
+@dataclass
+class BundlePlan:
+    files: list[Path] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
+
+    def want(self, path: Path, root: Path, required: bool = True) -> None:
+        if path.is_file():
+            if path not in self.files:
+                self.files.append(path)
+        elif required:
+            self.missing.append(repo_rel(path, root))
+
+
+def plan_bundle(root: Path, configs: dict[str, tuple[str, StreamConfig]]) -> BundlePlan:
+    """Which files go into the bundle; absent required ones are listed as missing."""
+    plan = BundlePlan()
+    for stream, (config_path, cfg) in configs.items():
+        ckpt = resolve_path(cfg.logging.checkpoint_path, root)
+        loss_dir = resolve_path(cfg.logging.loss_dir, root)
+        log_dir = resolve_path(cfg.logging.log_dir, root)
+        plan.want(resolve_path(config_path, root), root)
+        plan.want(ckpt, root)
+        plan.want(checkpoint_side_config(ckpt), root)
+        plan.want(ckpt.with_suffix(".best.pt"), root, required=False)
+        plan.want(loss_dir / f"{stream}_loss_history.csv", root)
+        plan.want(loss_dir / f"{stream}_loss_curve.png", root)
+        plan.want(resolve_path(cfg.dqvl.report_dir, root) / "summary.json", root)
+        plan.want(resolve_path(CALIBRATION_TEMPLATE.format(stream=stream), root), root, False)
+        events = event_files(log_dir)
+        if not events:
+            plan.missing.append(f"{repo_rel(log_dir, root)}/events.out.tfevents.*")
+        for ev in events:
+            plan.want(ev, root)
+        if stream == "patchtst":
+            plan.want(resolve_path(cfg.data.scaler_path, root), root)
+    return plan
+
+
+# --------------------------------------------------------------------------- write / verify
+def _copy_into_zip(zf: zipfile.ZipFile, src: Path, arcname: str) -> dict[str, Any]:
+    """Stream one file into the zip, hashing exactly the bytes that were stored."""
+    digest = hashlib.sha256()
+    size = 0
+    info = zipfile.ZipInfo(arcname, date_time=(1980, 1, 1, 0, 0, 0))
+    info.compress_type = zipfile.ZIP_DEFLATED
+    with open(src, "rb") as fh, zf.open(info, "w", force_zip64=True) as out:
+        while chunk := fh.read(_CHUNK):
+            digest.update(chunk)
+            size += len(chunk)
+            out.write(chunk)
+    return {"path": arcname, "sha256": digest.hexdigest(), "size": size}
+
+
+def write_bundle(root: Path, plan: BundlePlan, run_id: str, out: Path) -> dict[str, Any]:
+    """Write the zip atomically; returns the manifest."""
+    if not plan.files:
+        raise UserError("nothing to bundle: no run artifacts found (train a stream first)")
+    arcnames = [repo_rel(p, root) for p in plan.files]
+    if len(set(arcnames)) != len(arcnames):
+        raise UserError(
+            "two bundled files map to the same name; move external configs into the repository"
+        )
+    manifest: dict[str, Any] = {
+        "schema_version": MANIFEST_SCHEMA,
+        "run_id": run_id,
+        "created": now_iso(),
+        "files": [],
+        "missing": sorted(plan.missing),
+    }
+
+    def write(fh: IO[bytes]) -> None:
+        with zipfile.ZipFile(fh, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+            for src, arc in zip(plan.files, arcnames, strict=True):
+                manifest["files"].append(_copy_into_zip(zf, src, arc))
+            zf.writestr(MANIFEST, json.dumps(manifest, indent=2) + "\n")
+
+    atomic_write_with(out, write)
+    return manifest
+
+
+def _unsafe_name(name: str) -> bool:
+    p = PurePosixPath(name)
+    return p.is_absolute() or ".." in p.parts or "\\" in name or ":" in name
+
+
+def read_manifest(zf: zipfile.ZipFile) -> dict[str, Any]:
+    return json.loads(zf.read(MANIFEST).decode("utf-8"))
+
+
+def verify_bundle(path: str | Path) -> list[str]:
+    """Problems found in a bundle (empty list = intact): missing manifest, a file whose
+    checksum or size differs, a listed file absent, an unlisted file, an unsafe name."""
+    path = Path(path)
+    try:
+        zf = zipfile.ZipFile(path)
+    except (OSError, zipfile.BadZipFile) as exc:
+        return [f"{path.name}: not a readable zip ({exc})"]
+    problems: list[str] = []
+    with zf:
+        names = set(zf.namelist())
+        try:
+            manifest = read_manifest(zf)
+            entries = manifest["files"]
+            listed = {e["path"]: e for e in entries}
+        except (KeyError, TypeError, ValueError, UnicodeDecodeError, zipfile.BadZipFile) as exc:
+            return [f"{path.name}: {MANIFEST} missing or invalid ({type(exc).__name__})"]
+        for name in sorted(names | set(listed)):
+            if _unsafe_name(name):
+                problems.append(f"{name}: unsafe path in bundle")
+            elif name == MANIFEST:
+                continue
+            elif name not in listed:
+                problems.append(f"{name}: in the zip but not in the manifest")
+            elif name not in names:
+                problems.append(f"{name}: listed in the manifest but missing from the zip")
+            else:
+                problems.extend(_check_member(zf, listed[name]))
+    return problems
+
+
+def _check_member(zf: zipfile.ZipFile, entry: dict[str, Any]) -> list[str]:
+    digest = hashlib.sha256()
+    size = 0
+    try:
+        with zf.open(entry["path"]) as fh:
+            while chunk := fh.read(_CHUNK):
+                digest.update(chunk)
+                size += len(chunk)
+    except (zipfile.BadZipFile, OSError, KeyError) as exc:  # CRC errors surface as BadZipFile
+        return [f"{entry.get('path')}: unreadable ({exc})"]
+    if digest.hexdigest() != entry.get("sha256") or size != entry.get("size"):
+        return [f"{entry['path']}: checksum or size does not match the manifest"]
+    return []
+
+
+# --------------------------------------------------------------------------- CLI
+def make_bundle(
+    root: Path,
+    patch_config: str = DEFAULT_PATCH_CONFIG,
+    swin_config: str = DEFAULT_SWIN_CONFIG,
+    run_id: str | None = None,
+    out: str | None = None,
+) -> tuple[Path, dict[str, Any]]:
+    run_id = check_run_id(run_id or new_run_id())
+    configs = {
+        "patchtst": (patch_config, load_stream_config(root, patch_config, "patchtst")),
+        "swinmae": (swin_config, load_stream_config(root, swin_config, "swinmae")),
+    }
+    target = resolve_path(out or f"{BUNDLE_DIR}/{run_id}.zip", root)
+    manifest = write_bundle(root, plan_bundle(root, configs), run_id, target)
+    return target, manifest
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m pipelines.make_bundle",
+        description="Zip a training run's artifacts with a sha256 manifest (artifacts/bundles/).",
+    )
+    parser.add_argument("--repo-root", default=".", help="repository root (default: .)")
+    parser.add_argument("--patch-config", default=DEFAULT_PATCH_CONFIG)
+    parser.add_argument("--swin-config", default=DEFAULT_SWIN_CONFIG)
+    parser.add_argument("--run-id", help="bundle name (default: UTC timestamp)")
+    parser.add_argument("--out", help=f"zip path (default: {BUNDLE_DIR}/<run_id>.zip)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    root = Path(args.repo_root).resolve()
+    target, manifest = make_bundle(root, args.patch_config, args.swin_config, args.run_id, args.out)
+    total = sum(f["size"] for f in manifest["files"])
+    print(f"bundle: {repo_rel(target, root)} ({len(manifest['files'])} files, {total} bytes)")
+    for missing in manifest["missing"]:
+        print(f"  not found (not bundled): {missing}")
+    return 0
+
+
+if __name__ == "__main__":
+    run_main(main)
