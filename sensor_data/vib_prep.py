@@ -1,0 +1,265 @@
+"""Vibration files -> DQVL -> (resample) -> split -> windows -> cached CWT image datasets.
+
+Order per file (PRODUCT.md 4.3): read, DQVL, deterministic resampling to ``data.fs`` when
+enabled and needed, split by time (train first, validation after), window inside each
+part only, so no window crosses a file or the split.  Scalograms are computed once per
+window (cached on disk by ``dsp.scalogram_cache``) and held as one array; training
+epochs only index it.
+
+Missing samples: DQVL lets through at most ``dqvl.max_nan_ratio`` NaN/inf samples.  In
+each window every axis has its mean (over finite samples) subtracted and the remaining
+NaN/inf samples are set to 0, i.e. to the window mean, which adds no spurious energy to
+the scalogram.  When a file is resampled its non-finite samples are first set to the axis
+median, because a polyphase filter would smear one NaN over its whole filter length.
+"""
+
+from __future__ import annotations
+
+import glob
+from collections.abc import Iterable
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+import torch
+from scipy.signal import resample_poly
+from torch.utils.data import Dataset
+
+from core.config import SwinMAEConfig
+from core.errors import DataError
+from core.paths import display_path, resolve_path
+from dsp.cwt import CwtSpec, frequencies
+from dsp.scalogram_cache import compute_scalograms
+from sensor_data.dqvl_report import DqvlReport, skipped_report, write_reports
+from sensor_data.dqvl_vib import STREAM, check_vibration, needs_resample, read_error_report
+from sensor_data.synthetic_vib import LABELS_FILE, make_vibration
+from sensor_data.vibration import SUFFIXES, VibTable, read_vibration
+from sensor_data.windows import split_index, window_starts
+
+_MAX_RESAMPLE_DENOMINATOR = 1000  # keeps polyphase filters short; ratio error < 1e-6 typical
+
+
+class ScalogramDataset(Dataset):
+    """Precomputed ``(N, 3, H, W)`` scalograms; item ``i`` is a float32 tensor ``(3, H, W)``.
+
+    ``file_ids[i]`` and ``starts[i]`` (first sample, at the configured fs) say where
+    window ``i`` comes from, for per-window scores and decisions.
+    """
+
+    def __init__(self, images: np.ndarray, file_ids: list[str], starts: np.ndarray) -> None:
+        if not (len(images) == len(file_ids) == len(starts)):
+            raise ValueError("images, file_ids and starts must have the same length")
+        self.images = np.ascontiguousarray(images, dtype=np.float32)
+        self.file_ids = list(file_ids)
+        self.starts = np.asarray(starts, dtype=np.int64)
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        return torch.from_numpy(self.images[index].copy())  # callers may edit it in place
+
+
+@dataclass
+class VibPrepared:
+    train: ScalogramDataset
+    val: ScalogramDataset
+    reports: list[DqvlReport]
+    summary_path: Path
+    files: list[str]  # ids of the files that contributed windows
+    spec: CwtSpec
+
+    @property
+    def spec_frequencies(self) -> np.ndarray:
+        """CWT analysis frequencies (Hz, row 0 = freq_max), stored in checkpoint metadata."""
+        return frequencies(self.spec)
+
+
+# --------------------------------------------------------------------------- sources
+def list_vibration_files(patterns: str | list[str]) -> list[Path]:
+    """Files matching the repository-relative glob(s), sorted; a folder means its files.
+
+    ``labels.csv`` (the label sidecar of the demo test set) is never taken as data.
+    """
+    pats = [patterns] if isinstance(patterns, str) else list(patterns)
+    found: set[Path] = set()
+    for pat in pats:
+        resolved = resolve_path(pat)
+        if resolved.is_dir():
+            found.update(p for p in resolved.iterdir() if p.suffix.lower() in SUFFIXES)
+        else:
+            found.update(Path(p) for p in glob.glob(str(resolved), recursive=True))
+    files = sorted(p for p in found if p.is_file() and p.name != LABELS_FILE)
+    if not files:
+        shown = ", ".join(repr(p) for p in pats)
+        raise DataError(f"data.path: no vibration file matches {shown} (relative to the repo root)")
+    return files
+
+
+def synthetic_tables(cfg: SwinMAEConfig) -> list[VibTable]:
+    """Normal synthetic machines from ``data.synthetic`` (ids ``synthetic_000``...)."""
+    syn = cfg.data.synthetic
+    return [
+        VibTable(f"synthetic_{i:03d}", make_vibration(syn.duration_sec, cfg.data.fs, syn.seed + i))
+        for i in range(syn.n_files)
+    ]
+
+
+# --------------------------------------------------------------------------- per file
+def window_geometry(cfg: SwinMAEConfig) -> tuple[int, int]:
+    """Window length and stride in samples at the configured fs."""
+    win = int(round(cfg.data.win_sec * cfg.data.fs))
+    stride = max(1, int(round(cfg.data.win_stride_sec * cfg.data.fs)))
+    return win, stride
+
+
+def _fill_nonfinite(values: np.ndarray) -> np.ndarray:
+    finite = np.isfinite(values)
+    if finite.all():
+        return values
+    medians = [
+        np.median(col[ok]) if ok.any() else 0.0 for col, ok in zip(values.T, finite.T, strict=True)
+    ]
+    return np.where(finite, values, np.asarray(medians, dtype=values.dtype))
+
+
+def to_configured_fs(table: VibTable, cfg: SwinMAEConfig) -> np.ndarray:
+    """The table's values at ``data.fs``: polyphase resampling when enabled and needed."""
+    if not needs_resample(
+        table.observed_fs, cfg.data.fs, cfg.dqvl.fs_tolerance, cfg.data.resample.enabled
+    ):
+        return table.values
+    ratio = Fraction(cfg.data.fs / table.observed_fs).limit_denominator(_MAX_RESAMPLE_DENOMINATOR)
+    out = resample_poly(_fill_nonfinite(table.values), ratio.numerator, ratio.denominator, axis=0)
+    return out.astype(np.float32)
+
+
+def extract_windows(values: np.ndarray, starts: np.ndarray, win: int) -> np.ndarray:
+    """``(N, win, 3)`` windows, each axis mean-removed with NaN/inf set to 0 (see module doc)."""
+    windows = values[starts[:, None] + np.arange(win)]
+    finite = np.isfinite(windows)
+    safe = np.where(finite, windows, 0)
+    count = np.maximum(finite.sum(axis=1, keepdims=True), 1)
+    mean = safe.sum(axis=1, keepdims=True, dtype=np.float64) / count
+    return np.where(finite, safe - mean.astype(np.float32), 0).astype(np.float32)
+
+
+def _load_checked(
+    source: Path | VibTable, cfg: SwinMAEConfig
+) -> tuple[np.ndarray | None, str, DqvlReport]:
+    """Values at the configured fs (None when the file is dropped), file id and report."""
+    if isinstance(source, VibTable):
+        table = source
+    else:
+        try:
+            table = read_vibration(source, cfg.data.axes, cfg.data.timestamp_col)
+        except DataError as exc:
+            return None, Path(source).name, read_error_report(Path(source).name, str(exc))
+    if cfg.dqvl.enabled:
+        win, _ = window_geometry(cfg)
+        rep = check_vibration(table, cfg.dqvl, cfg.data.fs, win, cfg.data.resample.enabled)
+    else:
+        rep = skipped_report(table.file_id, STREAM)
+    if not rep.usable:
+        return None, table.file_id, rep
+    return to_configured_fs(table, cfg), table.file_id, rep
+
+
+def _images(
+    windows: np.ndarray, spec: CwtSpec, cfg: SwinMAEConfig, device: torch.device, progress: bool
+) -> np.ndarray:
+    if len(windows) == 0:
+        return np.zeros((0, 3, cfg.image.size, cfg.image.size), dtype=np.float32)
+    cache_dir = resolve_path(cfg.cwt.cache_dir)
+    return compute_scalograms(windows, spec, device, cache_dir=cache_dir, progress=progress)
+
+
+class _Collector:
+    """Accumulates per-file images and window origins into one dataset."""
+
+    def __init__(self) -> None:
+        self.images: list[np.ndarray] = []
+        self.file_ids: list[str] = []
+        self.starts: list[np.ndarray] = []
+
+    def add(self, images: np.ndarray, file_id: str, starts: np.ndarray) -> None:
+        self.images.append(images)
+        self.file_ids.extend([file_id] * len(starts))
+        self.starts.append(starts)
+
+    def dataset(self, size: int) -> ScalogramDataset:
+        if not self.images:
+            empty = np.zeros((0, 3, size, size), dtype=np.float32)
+            return ScalogramDataset(empty, [], np.zeros(0, dtype=np.int64))
+        return ScalogramDataset(
+            np.concatenate(self.images), self.file_ids, np.concatenate(self.starts)
+        )
+
+
+# --------------------------------------------------------------------------- entry points
+def prepare_vibration_training(
+    cfg: SwinMAEConfig, run_id: str, device: torch.device, progress: bool = True
+) -> VibPrepared:
+    """Train/validation scalogram datasets from ``cfg.data`` plus the DQVL reports."""
+    sources: Iterable[Path | VibTable]
+    if cfg.data.source == "files":
+        sources = list_vibration_files(cfg.data.path)
+    else:
+        sources = synthetic_tables(cfg)
+    spec = CwtSpec.from_config(cfg)
+    win, stride = window_geometry(cfg)
+    reports: list[DqvlReport] = []
+    kept: list[str] = []
+    train, val = _Collector(), _Collector()
+    for source in sources:
+        values, file_id, rep = _load_checked(source, cfg)
+        reports.append(rep)
+        if values is None:
+            continue
+        n = len(values)
+        split = split_index(n, cfg.data.val_fraction)
+        tr = window_starts(0, split, win, stride)
+        va = window_starts(split, n, win, stride)
+        images = _images(
+            extract_windows(values, np.concatenate([tr, va]), win), spec, cfg, device, progress
+        )
+        train.add(images[: len(tr)], file_id, tr)
+        val.add(images[len(tr) :], file_id, va)
+        if len(tr) + len(va):
+            kept.append(file_id)
+    summary = write_reports(reports, resolve_path(cfg.dqvl.report_dir), run_id)
+    if not any(r.usable for r in reports):
+        raise DataError(f"every vibration file was dropped by DQVL; see {display_path(summary)}")
+    train_ds = train.dataset(cfg.image.size)
+    if len(train_ds) == 0:
+        raise DataError(
+            f"no training window of {win} samples in the kept vibration files "
+            f"(data.win_sec={cfg.data.win_sec}); see {display_path(summary)}"
+        )
+    return VibPrepared(train_ds, val.dataset(cfg.image.size), reports, summary, kept, spec)
+
+
+def prepare_vibration_scoring(
+    paths: Iterable[Path | VibTable],
+    cfg: SwinMAEConfig,
+    device: torch.device,
+    progress: bool = False,
+) -> tuple[ScalogramDataset, list[DqvlReport]]:
+    """Windows over each whole file (no split) for scoring; reports are not written here."""
+    spec = CwtSpec.from_config(cfg)
+    win, stride = window_geometry(cfg)
+    reports: list[DqvlReport] = []
+    out = _Collector()
+    for source in paths:
+        values, file_id, rep = _load_checked(source, cfg)
+        reports.append(rep)
+        if values is None:
+            continue
+        starts = window_starts(0, len(values), win, stride)
+        out.add(
+            _images(extract_windows(values, starts, win), spec, cfg, device, progress),
+            file_id,
+            starts,
+        )
+    return out.dataset(cfg.image.size), reports

@@ -1,0 +1,294 @@
+"""Vibration reader: CSV / Parquet / NPY files into one ``(T, 3)`` float32 table.
+
+The reader loads data as-is (no sorting, filling, resampling or clipping): judging the
+data is DQVL's job, so a missing axis or broken timestamps are *recorded*, not raised.
+Only a file that cannot be read at all raises :class:`DataError` (one line: file and
+problem), which the caller turns into a ``read_error`` DQVL report.
+
+Memory: CSV/Parquet are read once with only the axis and timestamp columns, axes parsed
+straight to float32; NPY is memory-mapped and cast to float32 once.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from core.errors import DataError
+from core.paths import display_path
+
+AXES: tuple[str, str, str] = ("x", "y", "z")
+TIMESTAMP_NAMES: tuple[str, ...] = ("timestamp", "time")
+SUFFIXES: tuple[str, ...] = (".csv", ".parquet", ".npy")
+_SNIFF_BYTES = 65536
+_NPY_MAGIC = b"\x93NUMPY"
+_PICKLE_PROTO = b"\x80"  # first byte of a pickle (protocol 2 or later)
+
+
+@dataclass
+class VibTable:
+    """One vibration file: values in x, y, z order plus what is known about sampling."""
+
+    file_id: str
+    values: np.ndarray  # (T, 3) float32, NaN where missing (a whole column for a missing axis)
+    timestamps: np.ndarray | None = None  # float seconds or datetime64[ns]
+    observed_fs: float | None = None  # 1 / median timestamp step, None if not measurable
+    missing_axes: list[str] = field(default_factory=list)
+    source_columns: dict[str, str] = field(default_factory=dict)  # axis/"timestamp" -> column
+
+
+def timestamps_seconds(timestamps: np.ndarray) -> np.ndarray:
+    """Timestamps as float64 seconds (NaN for NaT) so numeric and datetime stamps compare."""
+    if not np.issubdtype(timestamps.dtype, np.datetime64):
+        return timestamps.astype(np.float64)
+    ns = timestamps.astype("datetime64[ns]")
+    valid = ~np.isnat(ns)
+    secs = np.full(ns.shape, np.nan)
+    if valid.any():
+        stamps = ns[valid]
+        secs[valid] = (stamps - stamps[0]).astype(np.int64) / 1e9
+    return secs
+
+
+def measure_fs(timestamps: np.ndarray | None) -> float | None:
+    """Observed sampling rate: 1 / median step; None when no positive step can be measured."""
+    if timestamps is None or len(timestamps) < 2:
+        return None
+    steps = np.diff(timestamps_seconds(timestamps))
+    steps = steps[np.isfinite(steps)]
+    if steps.size == 0:
+        return None
+    median = float(np.median(steps))
+    return 1.0 / median if median > 0 else None
+
+
+def read_vibration(
+    path: Path, axes: dict[str, str] | None = None, timestamp_col: str | None = None
+) -> VibTable:
+    """Read one vibration file (``.csv``, ``.parquet`` or ``.npy``) as a :class:`VibTable`."""
+    path = Path(path)
+    shown = display_path(path)
+    if not path.is_file():
+        raise DataError(f"{shown}: file not found")
+    suffix = path.suffix.lower()
+    if suffix not in SUFFIXES:
+        raise DataError(
+            f"{shown}: unsupported file type '{path.suffix}' (expected {', '.join(SUFFIXES)})"
+        )
+    if path.stat().st_size == 0:
+        raise DataError(f"{shown}: empty file")
+    if suffix == ".npy":
+        return _read_npy(path, shown)
+    return _read_columns(path, shown, suffix, axes or {}, timestamp_col)
+
+
+# --------------------------------------------------------------------------- NPY
+def _read_npy(path: Path, shown: str) -> VibTable:
+    with path.open("rb") as fh:
+        magic = fh.read(len(_NPY_MAGIC))
+    if magic.startswith(_PICKLE_PROTO):
+        raise DataError(f"{shown}: pickled or object arrays are not accepted")
+    if magic != _NPY_MAGIC:
+        raise DataError(f"{shown}: not a valid NPY file (no NPY header)")
+    try:
+        arr = np.load(path, allow_pickle=False, mmap_mode="r")
+    except ValueError as exc:
+        if "pickle" in str(exc).lower() or "object" in str(exc).lower():
+            raise DataError(f"{shown}: pickled or object arrays are not accepted") from None
+        raise DataError(f"{shown}: not a valid NPY file ({exc})") from None
+    except (OSError, EOFError) as exc:
+        raise DataError(f"{shown}: not a valid NPY file ({exc.__class__.__name__})") from None
+    if not isinstance(arr, np.ndarray):
+        raise DataError(f"{shown}: expected a single NPY array, got {type(arr).__name__}")
+    if arr.dtype.names is not None or arr.dtype.kind not in "iuf":
+        raise DataError(
+            f"{shown}: expected a real numeric array (int or float), got dtype {arr.dtype}"
+        )
+    if arr.ndim != 2 or arr.shape[1] != len(AXES):
+        raise DataError(f"{shown}: expected shape (T, 3) for x, y, z, got {arr.shape}")
+    if arr.shape[0] == 0:
+        raise DataError(f"{shown}: empty array, shape {arr.shape}")
+    values = np.array(arr, dtype=np.float32)  # one copy out of the memory map
+    return VibTable(
+        path.name, values, source_columns={a: f"column {i}" for i, a in enumerate(AXES)}
+    )
+
+
+# --------------------------------------------------------------------------- CSV / Parquet
+def _sniff_text(path: Path, shown: str) -> None:
+    """Reject binary data before pandas produces a confusing parser error."""
+    with path.open("rb") as fh:
+        head = fh.read(_SNIFF_BYTES)
+    if b"\x00" in head:
+        raise DataError(
+            f"{shown}: contains NUL bytes: binary data or a non-UTF-8 encoding such as UTF-16"
+        )
+
+
+def _csv_header(path: Path, shown: str) -> list[str]:
+    _sniff_text(path, shown)
+    try:
+        header = pd.read_csv(path, nrows=0, encoding="utf-8-sig")
+    except UnicodeDecodeError:
+        raise DataError(f"{shown}: not UTF-8 text (wrong encoding?)") from None
+    except pd.errors.EmptyDataError:
+        raise DataError(f"{shown}: empty file (no header)") from None
+    except pd.errors.ParserError as exc:
+        raise DataError(f"{shown}: malformed CSV ({exc})") from None
+    return [str(c) for c in header.columns]
+
+
+def _parquet_header(path: Path, shown: str) -> list[str]:
+    import pyarrow.parquet as pq
+
+    try:
+        return list(pq.read_schema(path).names)
+    except Exception as exc:  # pyarrow raises several unrelated types for a bad file
+        raise DataError(f"{shown}: not a valid Parquet file ({exc.__class__.__name__})") from None
+
+
+def _find_column(columns: list[str], wanted: str, shown: str) -> str | None:
+    """Exact name first, then a unique case-insensitive match; ambiguity is an error."""
+    if wanted in columns:
+        return wanted
+    matches = [c for c in columns if c.strip().lower() == wanted.strip().lower()]
+    if len(matches) > 1:
+        raise DataError(f"{shown}: ambiguous columns {matches} for '{wanted}'")
+    return matches[0] if matches else None
+
+
+def _select_columns(
+    columns: list[str], shown: str, axes: dict[str, str], timestamp_col: str | None
+) -> tuple[dict[str, str], str | None]:
+    axis_cols = {}
+    for axis in AXES:
+        col = _find_column(columns, axes.get(axis, axis), shown)
+        if col is not None:
+            axis_cols[axis] = col
+    if timestamp_col is not None:
+        ts_col = _find_column(columns, timestamp_col, shown)
+        if ts_col is None:
+            raise DataError(
+                f"{shown}: configured timestamp column '{timestamp_col}' not found "
+                f"(columns: {', '.join(columns)})"
+            )
+    else:
+        found = (_find_column(columns, name, shown) for name in TIMESTAMP_NAMES)
+        ts_col = next((c for c in found if c is not None), None)
+    return axis_cols, ts_col
+
+
+def _first_non_numeric(frame: pd.DataFrame, cols: list[str]) -> tuple[str, int, str] | None:
+    for col in cols:
+        raw = frame[col]
+        bad = pd.to_numeric(raw, errors="coerce").isna() & raw.notna()
+        if bad.any():
+            row = int(np.flatnonzero(bad.to_numpy())[0])
+            return col, row, str(raw.iloc[row])
+    return None
+
+
+def _read_frame(
+    path: Path, shown: str, suffix: str, usecols: list[str], axis_cols: list[str]
+) -> pd.DataFrame:
+    if suffix == ".parquet":
+        try:
+            return pd.read_parquet(path, columns=usecols)
+        except Exception as exc:  # pyarrow raises several unrelated types for a bad file
+            raise DataError(f"{shown}: cannot read Parquet ({exc.__class__.__name__})") from None
+    try:
+        return pd.read_csv(
+            path,
+            usecols=usecols,
+            dtype=dict.fromkeys(axis_cols, np.float32),
+            encoding="utf-8-sig",
+        )
+    except UnicodeDecodeError:
+        raise DataError(f"{shown}: not UTF-8 text (wrong encoding?)") from None
+    except pd.errors.ParserError as exc:
+        raise DataError(f"{shown}: malformed CSV ({exc})") from None
+    except ValueError:
+        # Error path only: re-read as text to name the offending column and row.
+        text = pd.read_csv(path, usecols=axis_cols, dtype=str, encoding="utf-8-sig")
+        found = _first_non_numeric(text, axis_cols)
+        if found is None:
+            raise
+        col, row, value = found
+        raise DataError(
+            f"{shown}: column '{col}' is not numeric (value {value!r} in data row {row + 1})"
+        ) from None
+
+
+def _axis_values(frame: pd.DataFrame, shown: str, axis_cols: dict[str, str]) -> np.ndarray:
+    values = np.full((len(frame), len(AXES)), np.nan, dtype=np.float32)
+    for i, axis in enumerate(AXES):
+        col = axis_cols.get(axis)
+        if col is None:
+            continue
+        series = frame[col]
+        if not pd.api.types.is_numeric_dtype(series) or pd.api.types.is_bool_dtype(series):
+            found = _first_non_numeric(frame, [col])
+            detail = f"value {found[2]!r} in data row {found[1] + 1}" if found else series.dtype
+            raise DataError(f"{shown}: column '{col}' is not numeric ({detail})")
+        values[:, i] = series.to_numpy(dtype=np.float32, na_value=np.nan)
+    return values
+
+
+def _to_datetime(series: pd.Series) -> pd.Series:
+    """ISO 8601 first (fast, vectorised); otherwise pandas' own format inference."""
+    parsed = pd.to_datetime(series, errors="coerce", utc=True, format="ISO8601")
+    if parsed.notna().sum() < series.notna().sum():
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            inferred = pd.to_datetime(series, errors="coerce", utc=True)
+        if inferred.notna().sum() > parsed.notna().sum():
+            parsed = inferred
+    return parsed
+
+
+def _parse_timestamps(series: pd.Series) -> np.ndarray:
+    """Numeric stamps are seconds; anything else is parsed as datetimes (NaT if not)."""
+    if pd.api.types.is_numeric_dtype(series) and not pd.api.types.is_bool_dtype(series):
+        return series.to_numpy(dtype=np.float64, na_value=np.nan)
+    if pd.api.types.is_datetime64_any_dtype(series):
+        parsed = series
+    else:
+        numeric = pd.to_numeric(series, errors="coerce")
+        if numeric.notna().sum() == series.notna().sum():
+            return numeric.to_numpy(dtype=np.float64, na_value=np.nan)
+        parsed = _to_datetime(series)
+    if getattr(parsed.dt, "tz", None) is not None:
+        parsed = parsed.dt.tz_convert("UTC").dt.tz_localize(None)
+    return parsed.to_numpy(dtype="datetime64[ns]")
+
+
+def _read_columns(
+    path: Path, shown: str, suffix: str, axes: dict[str, str], timestamp_col: str | None
+) -> VibTable:
+    columns = _csv_header(path, shown) if suffix == ".csv" else _parquet_header(path, shown)
+    axis_cols, ts_col = _select_columns(columns, shown, axes, timestamp_col)
+    usecols = list(dict.fromkeys([*axis_cols.values(), *([ts_col] if ts_col else [])]))
+    if not usecols:
+        raise DataError(
+            f"{shown}: no x/y/z axis or timestamp column (columns: {', '.join(columns)})"
+        )
+    frame = _read_frame(path, shown, suffix, usecols, list(axis_cols.values()))
+    if frame.empty:
+        raise DataError(f"{shown}: header only, no data rows")
+    values = _axis_values(frame, shown, axis_cols)
+    timestamps = _parse_timestamps(frame[ts_col]) if ts_col else None
+    sources = dict(axis_cols)
+    if ts_col:
+        sources["timestamp"] = ts_col
+    return VibTable(
+        file_id=path.name,
+        values=values,
+        timestamps=timestamps,
+        observed_fs=measure_fs(timestamps),
+        missing_axes=[a for a in AXES if a not in axis_cols],
+        source_columns=sources,
+    )
