@@ -1,0 +1,379 @@
+"""The dashboard page in a real browser (Debian's Chromium through Playwright) at 1280x800.
+
+Each test starts the server on a free loopback port against a temporary repository root
+filled from tests/fixtures/dashboard. Screenshots go to $SSL_TEST_SCREENSHOTS when set
+(e.g. artifacts/test_screenshots, which is git-ignored), else to the test's tmp_path.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+import pytest
+import uvicorn
+from playwright.sync_api import Browser, Page, expect, sync_playwright
+
+from training_dashboard.server import _group_alive, create_app
+
+FIXTURES = Path(__file__).parent / "fixtures" / "dashboard"
+FAKE = FIXTURES / "fake_pipeline.py"
+RUN_ID = "20260223T101500Z"
+TOKEN = "browser-token-0123456789abcdef"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+VIEWPORT = {"width": 1280, "height": 800}
+
+
+def populate(root: Path) -> Path:
+    data = root / "training_dashboard" / "data"
+    shutil.copytree(FIXTURES / "runs", data / "runs")
+    shutil.copy(FIXTURES / "dashboard-state.json", data / "dashboard-state.json")
+    shutil.copy(FIXTURES / "dashboard-state.json", data / "runs" / f"{RUN_ID}.json")
+    return root
+
+
+@contextmanager
+def serve(root: Path, **kwargs: object) -> Iterator[str]:
+    """The dashboard app under uvicorn in a thread; yields its base URL."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    app = create_app(root, poll_s=0.25, **kwargs)
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
+                                           timeout_graceful_shutdown=1))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        assert time.monotonic() < deadline and thread.is_alive(), "server did not start"
+        time.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(10)
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=shutil.which("chromium") or "/usr/bin/chromium",
+                              args=CHROMIUM_ARGS)
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def shots(tmp_path: Path) -> Callable[[Page, str], Path]:
+    folder = Path(os.environ.get("SSL_TEST_SCREENSHOTS") or tmp_path / "screenshots")
+    folder.mkdir(parents=True, exist_ok=True)
+
+    def take(page: Page, name: str) -> Path:
+        path = folder / f"{name}.png"
+        page.screenshot(path=str(path))
+        assert path.stat().st_size > 10_000
+        return path
+
+    return take
+
+
+@contextmanager
+def open_page(browser: Browser, url: str, without_layout: bool = False) -> Iterator[Page]:
+    """A 1280x800 page that fails the test on any script error."""
+    context = browser.new_context(viewport=VIEWPORT)
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    if without_layout:
+        page.route("**/api/layout", lambda route: route.fulfill(status=404, body="{}"))
+    page.goto(url)
+    page.wait_for_selector("body[data-ready='1']", timeout=10_000)
+    try:
+        yield page
+    finally:
+        context.close()
+    assert errors == []
+
+
+def node(page: Page, node_id: str):  # noqa: ANN201 - a Playwright locator
+    return page.locator(f"#graph g.node[data-id='{node_id}']")
+
+
+def assert_nodes_laid_out(page: Page) -> None:
+    """Every node lies inside the graph panel and no two nodes overlap."""
+    ids = [n["id"] for n in json.loads((FIXTURES / "dashboard-state.json").read_text())["nodes"]]
+    expect(page.locator("#graph g.node")).to_have_count(len(ids))
+    boxes = [node(page, i).bounding_box() for i in ids]
+    panel = page.locator("#graph").bounding_box()
+    for i, a in enumerate(boxes):
+        assert panel["x"] <= a["x"] and a["x"] + a["width"] <= panel["x"] + panel["width"]
+        assert panel["y"] <= a["y"] and a["y"] + a["height"] <= panel["y"] + panel["height"]
+        for b in boxes[i + 1:]:
+            assert (a["x"] + a["width"] <= b["x"] or b["x"] + b["width"] <= a["x"]
+                    or a["y"] + a["height"] <= b["y"] or b["y"] + b["height"] <= a["y"])
+
+
+# --------------------------------------------------------------------------- read-only views
+def test_training_view_shows_graph_checklist_and_losses(browser: Browser, tmp_path: Path,
+                                                        shots) -> None:  # noqa: ANN001
+    checklist = json.loads((FIXTURES / "checklist.json").read_text())
+    with serve(populate(tmp_path)) as url, open_page(browser, url) as page:
+        expect(page.locator("#run-id")).to_have_text(RUN_ID)
+        expect(page.locator("#verdict")).to_contain_text("6/7")
+        expect(page.locator("#verdict")).to_have_class("verdict bad")
+        assert page.locator("#graph g.node").count() == 6
+        assert page.locator("#graph path.edge").count() == 6
+        assert node(page, "validation_gate").get_attribute("data-status") == "done"
+        items = page.locator("#checklist li")
+        assert items.count() == 7
+        for i, item in enumerate(checklist["items"]):
+            li = items.nth(i)
+            assert li.locator(".badge").inner_text() == item["status"]
+            assert li.locator(".check-title").inner_text() == f"{item['id']}. {item['title']}"
+            assert li.get_attribute("data-key") == item["key"]
+        expect(page.locator("#checklist li.FAIL .check-hint")).to_contain_text("make_bundle")
+        for stream in ("patchtst", "swinmae"):
+            chart = page.locator(f"#loss-{stream}")
+            assert chart.locator("path.series.train").count() == 1
+            assert chart.locator("path.series.val").count() == 1
+            assert chart.locator("text").count() > 8  # tick labels and axis names
+            expect(page.locator(f"#config-{stream}")).to_contain_text("mask_ratio")
+        expect(page.locator("#config-patchtst")).to_contain_text("lr 0.001")
+        expect(page.locator("#artifacts-score")).to_have_text("16/17 ready")
+        expect(page.locator("#artifacts tbody tr").first).to_contain_text("missing")
+        expect(page.locator("#artifacts")).to_contain_text("119 MB")
+        assert_nodes_laid_out(page)
+        assert page.evaluate("document.documentElement.scrollWidth") <= VIEWPORT["width"]
+        node(page, "swinmae_training").click()
+        expect(page.locator("#node-info")).to_contain_text("30 epochs, best val 0.01364")
+        shots(page, "training_view")
+
+
+def test_graph_filter_drag_pan_and_zoom(browser: Browser, tmp_path: Path) -> None:
+    with serve(populate(tmp_path)) as url, open_page(browser, url) as page:
+        page.locator("#type-filter input[data-type='training']").uncheck()
+        assert page.locator("#graph g.node").count() == 4
+        assert page.locator("#graph path.edge").count() == 2
+        page.locator("#type-filter input[data-type='training']").check()
+        assert page.locator("#graph g.node").count() == 6
+        gate = node(page, "validation_gate")
+        before = gate.bounding_box()
+        page.mouse.move(before["x"] + 30, before["y"] + 20)
+        page.mouse.down()
+        page.mouse.move(before["x"] + 10, before["y"] + 60, steps=5)
+        page.mouse.up()
+        after = gate.bounding_box()
+        assert after["y"] - before["y"] == pytest.approx(40, abs=2)
+        dqvl = node(page, "dqvl").bounding_box()
+        graph = page.locator("#graph").bounding_box()
+        page.mouse.move(graph["x"] + 8, graph["y"] + graph["height"] - 30)  # empty background
+        page.mouse.down()
+        page.mouse.move(graph["x"] + 58, graph["y"] + graph["height"] - 30, steps=5)
+        page.mouse.up()
+        assert node(page, "dqvl").bounding_box()["x"] - dqvl["x"] == pytest.approx(50, abs=2)
+        width = node(page, "dqvl").bounding_box()["width"]
+        page.mouse.move(graph["x"] + graph["width"] / 2, graph["y"] + graph["height"] / 2)
+        page.mouse.wheel(0, -300)
+        assert node(page, "dqvl").bounding_box()["width"] > width * 1.2
+        page.click("#graph-fit")
+        assert node(page, "dqvl").bounding_box() == pytest.approx(dqvl, abs=1)
+
+
+def test_graph_without_layout_file_uses_the_state_nodes(browser: Browser, tmp_path: Path) -> None:
+    with serve(populate(tmp_path)) as url, open_page(browser, url, without_layout=True) as page:
+        assert page.locator("#graph g.node").count() == 6
+        assert page.locator("#graph path.edge").count() == 6
+        expect(node(page, "swinmae_training")).to_contain_text("Swin-MAE training")
+        assert_nodes_laid_out(page)
+
+
+def test_history_comparison_highlights_changes(browser: Browser, tmp_path: Path,
+                                               shots) -> None:  # noqa: ANN001
+    with serve(populate(tmp_path)) as url, open_page(browser, url) as page:
+        page.click("button[data-tab='history']")
+        assert page.locator("#runs-table tbody tr").count() == 3
+        expect(page.locator("#compare-title")).to_have_text(
+            f"A = {RUN_ID} · B = 20260222T163000Z")
+        lr = page.locator("#compare-config tr[data-key='patchtst.lr']")
+        expect(lr).to_have_class("changed")
+        expect(lr).to_contain_text("0.001")
+        expect(lr).to_contain_text("5.00e-4")
+        expect(page.locator("#compare-config tr[data-key='patchtst.epochs']")).to_have_class("")
+        expect(page.locator("#compare-checklist tr[data-key='backup_bundle']")).to_have_class(
+            "changed")
+        expect(page.locator("#compare-checklist tr[data-key='scaler']")).to_have_class("")
+        assert page.locator("#compare-loss-patchtst path.series").count() == 2
+        shots(page, "history_compare")
+        page.locator("#runs-table tr[data-run='20260221T090000Z'] input[name='run-b']").check()
+        expect(page.locator("#compare-title")).to_have_text(
+            f"A = {RUN_ID} · B = 20260221T090000Z")
+        expect(page.locator("#compare-config tr[data-key='swinmae.amp']")).to_have_class("changed")
+        expect(page.locator("#compare-checklist tr[data-key='checkpoints']")).to_have_class(
+            "changed")
+
+
+def test_test_runs_timeline_and_breakdown(browser: Browser, tmp_path: Path,
+                                          shots) -> None:  # noqa: ANN001
+    decisions = json.loads((FIXTURES / "dashboard-state.json").read_text())["test_run"]
+    fdc = decisions["streams"]["patchtst"]["files"][1]
+    with serve(populate(tmp_path)) as url, open_page(browser, url) as page:
+        page.click("button[data-tab='test']")
+        expect(page.locator("#timeline-title")).to_have_text(f"Score timeline · {fdc['file_id']}")
+        points = page.locator("#timeline circle.point")
+        assert points.count() == fdc["n_windows"]
+        assert page.locator("#timeline circle.level-anomaly").count() == fdc["n_anomaly"]
+        assert page.locator("#timeline circle.level-warn").count() == fdc["n_warn"]
+        assert page.locator("#timeline line.hline").count() == 2
+        expect(page.locator("#timeline")).to_contain_text("anomaly 0.61")
+        window = fdc["windows"][20]
+        points.nth(20).click()
+        expect(page.locator("#breakdown-title")).to_have_text("Breakdown · window 20")
+        rows = page.locator("#breakdown .bar-row")
+        assert rows.count() == 12
+        top = max(window["contributions"], key=window["contributions"].get)
+        assert rows.first.get_attribute("data-name") == top
+        expect(page.locator("#breakdown")).to_contain_text("top 12 of 52")
+        shots(page, "test_runs_fdc")
+        page.click("#test-stream button[data-stream='swinmae']")
+        vib = decisions["streams"]["swinmae"]["files"][1]
+        expect(page.locator("#timeline-title")).to_contain_text(vib["file_id"])
+        page.locator("#timeline circle.point").nth(25).click()
+        assert page.locator("#breakdown .bar-row").count() == 3 + 4
+        expect(page.locator("#breakdown")).to_contain_text("Per frequency band")
+        expect(page.locator("#test-extra")).to_contain_text("vib_pump_c_short.csv")
+        shots(page, "test_runs_vibration")
+
+
+def test_empty_state_says_what_to_run(browser: Browser, tmp_path: Path,
+                                      shots) -> None:  # noqa: ANN001
+    with serve(tmp_path) as url, open_page(browser, url) as page:
+        empty = page.locator("#empty-state")
+        expect(empty).to_be_visible()
+        expect(empty).to_contain_text("make run")
+        expect(empty).to_contain_text("python -m pipelines.run_local_training_pipeline")
+        expect(page.locator("#verdict")).to_have_text("no run yet")
+        assert page.locator("#graph g.node[data-status='idle']").count() == 6
+        shots(page, "empty_state")
+
+
+def test_token_from_url_fragment(browser: Browser, tmp_path: Path) -> None:
+    with serve(populate(tmp_path), token=TOKEN) as url:
+        with open_page(browser, f"{url}/#token={TOKEN}") as page:
+            expect(page.locator("#run-id")).to_have_text(RUN_ID)
+            expect(page.locator("#live-text")).to_have_text("live")
+        context = browser.new_context(viewport=VIEWPORT)
+        page = context.new_page()
+        page.goto(url)
+        expect(page.locator("#live-text")).to_have_text("token needed")
+        expect(page.locator("#run-id")).to_have_text("—")
+        context.close()
+
+
+# --------------------------------------------------------------------------- live runs
+def test_upload_then_training_run_updates_live_without_reload(
+    browser: Browser, tmp_path: Path, shots  # noqa: ANN001
+) -> None:
+    root = populate(tmp_path / "repo")
+    sample = tmp_path / "line 7 normal.csv"
+    sample.write_text("timestamp,xmeas_1,xmeas_2\n2026-01-01T00:00:00,1.0,2.0\n")
+    with serve(root, train_cmd=[sys.executable, str(FAKE), "--mode", "quick"]) as url, \
+            open_page(browser, url) as page:
+        navigations: list[str] = []
+        page.on("framenavigated", lambda f: navigations.append(f.url))
+        load_id = page.evaluate("window.__dashboardLoadId")
+        expect(page.locator("#live-text")).to_have_text("live")
+        page.click("#btn-upload-open")
+        page.select_option("#up-stream", "patchtst")
+        page.select_option("#up-target", "train")
+        page.set_input_files("#up-files", str(sample))
+        page.click("#btn-upload")
+        expect(page.locator("#upload-msg")).to_contain_text(
+            "data/local/train/fdc/line_7_normal.csv")
+        assert (root / "data/local/train/fdc/line_7_normal.csv").read_bytes() == sample.read_bytes()
+        shots(page, "upload_dialog")
+        page.click("#btn-upload-close")
+        page.fill("#opt-epochs", "3")
+        page.click("#btn-train")
+        training = node(page, "patchtst_training")
+        expect(training).to_have_attribute("data-status", "running", timeout=10_000)
+        glow = training.locator("rect.box").evaluate("e => getComputedStyle(e).animationName")
+        assert glow == "glow"
+        flowing = page.locator("#graph path.edge.flow[data-to='patchtst_training']")
+        expect(flowing).to_have_count(1)
+        expect(page.locator("#progress-text")).to_contain_text("epoch")
+        expect(page.locator("#btn-stop")).to_be_enabled()
+        shots(page, "training_running")
+        expect(node(page, "validation_gate")).to_have_attribute("data-status", "done",
+                                                                timeout=15_000)
+        expect(page.locator("#run-id")).to_have_text("fake-quick", timeout=10_000)
+        node(page, "data_prep").click()
+        expect(page.locator("#node-info")).to_contain_text("line_7_normal.csv")
+        expect(page.locator("#graph g.node[data-status='done']")).to_have_count(6)
+        expect(page.locator("#log-tail")).to_contain_text("fake pipeline done")
+        expect(page.locator("#btn-train")).to_be_enabled()
+        assert page.evaluate("window.__dashboardLoadId") == load_id
+        assert navigations == []
+        argv = json.loads((root / "artifacts/pipeline/fake_argv.json").read_text())
+        assert argv["extra"] == ["--set-patch", "training.epochs=3",
+                                 "--set-swin", "training.epochs=3"]
+        shots(page, "training_done")
+
+
+def test_stop_button_ends_a_long_run(browser: Browser, tmp_path: Path,
+                                     shots) -> None:  # noqa: ANN001
+    root = populate(tmp_path)
+    with serve(root, train_cmd=[sys.executable, str(FAKE), "--mode", "long"],
+               stop_grace_s=2.0) as url, open_page(browser, url) as page:
+        page.click("#btn-train")
+        training = node(page, "patchtst_training")
+        expect(training).to_have_attribute("data-status", "running", timeout=10_000)
+        pid_file = root / "artifacts/pipeline/fake_child.pid"
+        deadline = time.monotonic() + 10
+        while not pid_file.exists():
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        status = httpx.get(f"{url}/api/status").json()["process"]
+        leader, child = status["pid"], int(pid_file.read_text())
+        assert _group_alive(leader)
+        page.click("#btn-stop")
+        expect(training).to_have_attribute("data-status", "fail", timeout=10_000)
+        expect(page.locator("#run-state")).to_have_text("stopped by user")
+        training.click()
+        expect(page.locator("#node-info")).to_contain_text("stopped by user")
+        assert not _group_alive(leader)
+        stat = Path(f"/proc/{child}/stat")
+        assert not stat.exists() or stat.read_text().rsplit(")", 1)[1].split()[0] == "Z"
+        expect(page.locator("#btn-stop")).to_be_disabled()
+        shots(page, "stopped_by_user")
+
+
+def test_events_stream_pushes_changes(tmp_path: Path) -> None:
+    root = populate(tmp_path)
+    with serve(root, heartbeat_s=0.5) as url, httpx.stream(
+        "GET", f"{url}/api/events", timeout=10
+    ) as r:
+        assert r.headers["content-type"].startswith("text/event-stream")
+        seen: list[str] = []
+        touched = False
+        for line in r.iter_lines():
+            seen.append(line)
+            if not touched and {"event: status", "event: state", "event: runs"} <= set(seen):
+                state = root / "training_dashboard/data/dashboard-state.json"
+                time.sleep(0.05)
+                state.write_text(state.read_text() + " ")
+                touched = True
+                mark = len(seen)
+            if touched and "event: state" in seen[mark:] and ": heartbeat" in seen:
+                break
+        status = json.loads(seen[seen.index("event: status") + 1].removeprefix("data: "))
+        assert status["process"]["state"] == "idle"

@@ -1,0 +1,1007 @@
+/* Training dashboard page: plain JavaScript, no build step, no network beyond this server.
+ *
+ * Data: /api/state (exported dashboard state), /api/layout (node positions), /api/status
+ * (live status + run process + log tail), /api/runs (history). /api/events (server-sent
+ * events) pushes status changes and tells the page when the state or history changed, so
+ * it re-fetches them without reloading. All text from the server is inserted with
+ * textContent (never innerHTML), so file names and messages cannot inject markup.
+ */
+"use strict";
+
+const SVG_NS = "http://www.w3.org/2000/svg";
+const STREAMS = ["patchtst", "swinmae"];
+const STREAM_LABEL = { patchtst: "PatchTST", swinmae: "Swin-MAE", shared: "shared" };
+const NODE_H = 66;
+const TOP_CONTRIBUTORS = 12;
+
+const App = {
+  token: null,
+  state: null, // dashboard state, or null when the server has none
+  emptyHint: "",
+  layout: null,
+  status: null,
+  runs: [],
+  wasRunning: false,
+  snapshots: {}, // run id -> state snapshot (history comparison)
+  compare: { a: null, b: null },
+  test: { stream: "patchtst", file: null, window: null },
+  graph: { pos: {}, view: { k: 1, tx: 0, ty: 0 }, hidden: new Set(), selected: null, key: "", nodeW: 150 },
+};
+window.__dashboardLoadId = Math.random().toString(36).slice(2);
+
+/* ------------------------------------------------------------------ helpers */
+const $ = (sel) => document.querySelector(sel);
+
+function el(tag, attrs = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs)) {
+    if (k === "class") node.className = v;
+    else if (k === "text") node.textContent = v;
+    else if (k.startsWith("on")) node.addEventListener(k.slice(2), v);
+    else if (v !== null && v !== undefined && v !== false) node.setAttribute(k, v);
+  }
+  for (const c of children) if (c !== null && c !== undefined) node.append(c);
+  return node;
+}
+
+function svg(tag, attrs = {}, text) {
+  const node = document.createElementNS(SVG_NS, tag);
+  for (const [k, v] of Object.entries(attrs)) if (v !== null && v !== undefined) node.setAttribute(k, v);
+  if (text !== undefined) node.textContent = text;
+  return node;
+}
+
+function clear(node) { while (node.firstChild) node.removeChild(node.firstChild); return node; }
+
+function fmtNum(v, digits = 4) {
+  if (v === null || v === undefined || Number.isNaN(v)) return "—";
+  if (typeof v === "boolean") return v ? "on" : "off";
+  if (typeof v !== "number") return String(v);
+  if (v === 0) return "0";
+  const a = Math.abs(v);
+  if (a >= 1e5 || a < 1e-3) return v.toExponential(2);
+  return String(Number(v.toPrecision(digits)));
+}
+
+function fmtBytes(n) {
+  if (n === null || n === undefined) return "—";
+  const units = ["B", "KB", "MB", "GB", "TB"];
+  let i = 0;
+  let v = n;
+  while (v >= 1000 && i < units.length - 1) { v /= 1000; i += 1; }
+  return i === 0 ? `${v} B` : `${v.toFixed(v < 10 ? 1 : 0)} ${units[i]}`;
+}
+
+function fmtTime(iso) {
+  if (!iso) return "—";
+  const d = new Date(iso);
+  if (Number.isNaN(d.getTime())) return iso;
+  return d.toLocaleString(undefined, { year: "numeric", month: "short", day: "2-digit",
+    hour: "2-digit", minute: "2-digit" });
+}
+
+function relTime(iso) {
+  const t = Date.parse(iso);
+  if (Number.isNaN(t)) return "";
+  const s = Math.round((Date.now() - t) / 1000);
+  if (s < 60) return "just now";
+  if (s < 3600) return `${Math.round(s / 60)} min ago`;
+  if (s < 86400) return `${Math.round(s / 3600)} h ago`;
+  return `${Math.round(s / 86400)} d ago`;
+}
+
+function niceTicks(lo, hi, count) {
+  if (!(hi > lo)) { const d = Math.abs(lo) * 0.1 || 1; lo -= d; hi += d; }
+  const raw = (hi - lo) / Math.max(1, count);
+  const mag = 10 ** Math.floor(Math.log10(raw));
+  const step = [1, 2, 2.5, 5, 10].map((m) => m * mag).find((s) => s >= raw) || 10 * mag;
+  const ticks = [];
+  for (let v = Math.ceil(lo / step - 1e-9) * step; v <= hi + step * 1e-9; v += step) ticks.push(Number(v.toPrecision(12)));
+  return { ticks, step };
+}
+
+function tickLabel(v, step) {
+  if (Math.abs(v) >= 1e5) return v.toExponential(1);
+  let d = 0;
+  while (d < 6 && Math.abs(Math.round(step * 10 ** d) - step * 10 ** d) > 1e-6) d += 1;
+  return v.toFixed(d);
+}
+
+/* ------------------------------------------------------------------ API */
+function readToken() {
+  const fromUrl = (s) => new URLSearchParams(s.replace(/^[#?]/, "")).get("token");
+  const token = fromUrl(location.hash) || fromUrl(location.search) || sessionStorage.getItem("dashboardToken");
+  if (token) sessionStorage.setItem("dashboardToken", token);
+  return token;
+}
+
+async function api(path, options = {}) {
+  const headers = Object.assign({}, options.headers || {});
+  if (App.token) headers.Authorization = `Bearer ${App.token}`;
+  const res = await fetch(path, Object.assign({}, options, { headers }));
+  let body = null;
+  try { body = await res.json(); } catch (_) { body = null; }
+  if (!res.ok) {
+    const detail = body && body.detail ? (typeof body.detail === "string" ? body.detail : JSON.stringify(body.detail)) : res.statusText;
+    const err = new Error(detail);
+    err.status = res.status;
+    throw err;
+  }
+  return body;
+}
+
+/* The server announces state changes by file signature; re-render only when the content
+ * really changed, so open panels (a chosen window, a selected node) are not redrawn. */
+async function loadState() {
+  const data = await api("/api/state");
+  const text = JSON.stringify(data);
+  if (text === App.stateText) return;
+  App.stateText = text;
+  if (data && data.empty) { App.state = null; App.emptyHint = data.hint || ""; } else { App.state = data; }
+  renderState();
+}
+
+async function loadLayout() {
+  try { App.layout = await api("/api/layout"); } catch (_) { App.layout = null; }
+}
+
+async function loadStatus() { applyStatus(await api("/api/status")); }
+
+async function loadRuns() {
+  const index = await api("/api/runs");
+  const text = JSON.stringify(index);
+  if (text === App.runsText) return;
+  App.runsText = text;
+  App.snapshots = {}; // a re-export may have rewritten a snapshot
+  App.runs = (index && index.runs) || [];
+  const ids = App.runs.map((r) => r.run_id);
+  if (!ids.includes(App.compare.a)) App.compare.a = ids[0] || null;
+  if (!ids.includes(App.compare.b) || App.compare.b === App.compare.a) App.compare.b = ids.find((i) => i !== App.compare.a) || null;
+  renderRuns();
+  renderComparison();
+}
+
+/* ------------------------------------------------------------------ header */
+function renderHeader() {
+  const s = App.state;
+  $("#run-id").textContent = s ? s.meta.run_id : "—";
+  $("#generated-at").textContent = s ? `exported ${fmtTime(s.meta.generated_at)} · ${relTime(s.meta.generated_at)}` : "no state exported yet";
+  const v = $("#verdict");
+  const c = s && s.checklist;
+  if (!c) {
+    v.className = "verdict unknown";
+    v.textContent = s ? "no checklist yet" : "no run yet";
+    return;
+  }
+  v.className = `verdict ${c.ok ? "ok" : "bad"}`;
+  v.textContent = c.ok ? `✓ Ready to promote · ${c.passed}/${c.total}` : `✗ Not ready · ${c.passed}/${c.total} checks passed`;
+}
+
+/* ------------------------------------------------------------------ pipeline graph */
+function laterOf(a, b) {
+  const ta = Date.parse(a && a.updated_at);
+  const tb = Date.parse(b && b.updated_at);
+  if (!b || Number.isNaN(tb)) return a;
+  if (!a || Number.isNaN(ta)) return b;
+  return tb >= ta ? b : a;
+}
+
+/* Live status describes a newer run than the exported state when its run id differs and
+ * it is running or was updated after the export: then it wins for every node (idle too). */
+function liveIsNewer(live) {
+  const s = App.status;
+  if (!App.state) return true;
+  if (!s || s.run_id === App.state.meta.run_id) return false;
+  const exported = Date.parse(App.state.meta.generated_at);
+  const updates = Object.values(live).map((v) => Date.parse(v.updated_at)).filter((t) => !Number.isNaN(t));
+  return (s.process && s.process.state === "running") || updates.some((t) => Number.isNaN(exported) || t > exported);
+}
+
+function graphModel() {
+  const layoutNodes = (App.layout && App.layout.nodes) || [];
+  const stateNodes = (App.state && App.state.nodes) || [];
+  const live = (App.status && App.status.has_status && App.status.nodes) || {};
+  const base = layoutNodes.length ? layoutNodes : stateNodes.length ? stateNodes
+    : Object.keys(live).map((id) => ({ id, label: id.replace(/_/g, " "), type: "stage" }));
+  const byState = Object.fromEntries(stateNodes.map((n) => [n.id, n]));
+  const liveWins = Object.keys(live).length > 0 && liveIsNewer(live);
+  const nodes = base.map((n) => {
+    const fromState = byState[n.id] || {};
+    const fromLive = live[n.id];
+    const cur = (liveWins && fromLive)
+      || laterOf(fromState.status ? fromState : null, fromLive && fromLive.status !== "idle" ? fromLive : null)
+      || { status: "idle", message: "", updated_at: null };
+    return { id: n.id, label: n.label || fromState.label || n.id, type: n.type || fromState.type || "stage",
+      x: n.x, y: n.y, status: cur.status || "idle", message: cur.message || "", updated_at: cur.updated_at || null };
+  });
+  const edges = ((App.layout && App.layout.edges) || (App.state && App.state.edges) || []);
+  return { nodes, edges };
+}
+
+function autoPositions(nodes, edges) {
+  const depth = {};
+  nodes.forEach((n) => { depth[n.id] = 0; });
+  for (let i = 0; i < nodes.length; i += 1) {
+    edges.forEach((e) => { if (e.from in depth && e.to in depth) depth[e.to] = Math.max(depth[e.to], depth[e.from] + 1); });
+  }
+  const rows = {};
+  return Object.fromEntries(nodes.map((n) => {
+    const d = depth[n.id];
+    rows[d] = (rows[d] || 0) + 1;
+    return [n.id, { x: d * 220, y: rows[d] * 100 }];
+  }));
+}
+
+/* Layout coordinates are relative positions: they are scaled (per axis) to fill the panel
+ * while nodes keep their pixel size, so labels stay legible at any panel width. The node
+ * width is the largest (up to 170 px) at which no two nodes overlap after scaling. */
+function fitPositions(model) {
+  const box = $("#graph").getBoundingClientRect();
+  const W = Math.max(box.width, 300);
+  const H = Math.max(box.height, 160);
+  const hasXY = model.nodes.every((n) => Number.isFinite(n.x) && Number.isFinite(n.y));
+  const raw = hasXY ? Object.fromEntries(model.nodes.map((n) => [n.id, { x: n.x, y: n.y }])) : autoPositions(model.nodes, model.edges);
+  const pts = Object.values(raw);
+  const xs = pts.map((p) => p.x);
+  const ys = pts.map((p) => p.y);
+  const [x0, x1, y0, y1] = [Math.min(...xs), Math.max(...xs), Math.min(...ys), Math.max(...ys)];
+  const m = 10;
+  const legend = 16;
+  const scales = (w) => [
+    x1 > x0 ? Math.min(1.4, (W - w - 2 * m) / (x1 - x0)) : 1,
+    y1 > y0 ? Math.min(1.4, (H - NODE_H - 2 * m - legend) / (y1 - y0)) : 1,
+  ];
+  const overlaps = (w) => {
+    const [sx, sy] = scales(w);
+    return pts.some((a, i) => pts.slice(i + 1).some((b) => Math.abs(a.x - b.x) * sx < w + 12 && Math.abs(a.y - b.y) * sy < NODE_H + 8));
+  };
+  let w = 170;
+  while (w > 112 && overlaps(w)) w -= 2;
+  const [sx, sy] = scales(w);
+  const ox = x1 > x0 ? m : (W - w) / 2;
+  const oy = y1 > y0 ? m : (H - NODE_H) / 2;
+  App.graph.nodeW = w;
+  App.graph.pos = Object.fromEntries(Object.entries(raw).map(([id, p]) => [id, { x: ox + (p.x - x0) * sx, y: oy + (p.y - y0) * sy }]));
+  App.graph.view = { k: 1, tx: 0, ty: 0 };
+}
+
+function edgePath(a, b) {
+  const x1 = a.x + App.graph.nodeW;
+  const y1 = a.y + NODE_H / 2;
+  const x2 = b.x;
+  const y2 = b.y + NODE_H / 2;
+  const dx = Math.max(30, Math.abs(x2 - x1) / 2);
+  return `M${x1},${y1} C${x1 + dx},${y1} ${x2 - dx},${y2} ${x2 - 6},${y2}`;
+}
+
+function fitText(textNode, text, maxWidth) {
+  textNode.textContent = text;
+  if (textNode.getComputedTextLength() <= maxWidth) return;
+  let lo = 0;
+  let hi = text.length;
+  while (lo < hi) {
+    const mid = Math.ceil((lo + hi) / 2);
+    textNode.textContent = `${text.slice(0, mid)}…`;
+    if (textNode.getComputedTextLength() <= maxWidth) lo = mid; else hi = mid - 1;
+  }
+  textNode.textContent = `${text.slice(0, lo)}…`;
+}
+
+/* One or two label lines: split at the space that makes the longer line shortest. */
+function layoutLabel(group, label, maxWidth) {
+  const t = svg("text", { x: 12, y: 37, class: "label" });
+  group.append(t);
+  t.textContent = label;
+  if (t.getComputedTextLength() <= maxWidth || !label.includes(" ")) { fitText(t, label, maxWidth); return; }
+  const width = (text) => { t.textContent = text; return t.getComputedTextLength(); };
+  const cuts = [...label.matchAll(/ /g)].map((mt) => mt.index);
+  const cost = (i) => Math.max(width(label.slice(0, i)), width(label.slice(i + 1)));
+  const cut = cuts.reduce((best, i) => (cost(i) < cost(best) ? i : best));
+  t.setAttribute("y", 31);
+  fitText(t, label.slice(0, cut), maxWidth);
+  const t2 = svg("text", { x: 12, y: 45, class: "label" });
+  group.append(t2);
+  fitText(t2, label.slice(cut + 1), maxWidth);
+}
+
+function nodeSubtitle(n) {
+  if (n.status === "running" && n.message) return `running · ${n.message}`;
+  if (n.status === "fail") return `fail · ${n.message || "see log"}`;
+  return n.status;
+}
+
+function buildGraph() {
+  const g = App.graph;
+  g.stale = g.dragging; // never replace the node under the pointer; rebuild after the drag
+  if (g.dragging) return;
+  const model = graphModel();
+  const root = $("#graph");
+  const key = model.nodes.map((n) => n.id).join("|");
+  const refit = key !== g.key || !Object.keys(g.pos).length;
+  // Status events arrive every second while a run is live: redraw only on a visible change.
+  const sig = JSON.stringify([model.nodes.map((n) => [n.id, n.status, n.message, n.label]), [...g.hidden], g.selected]);
+  if (!refit && sig === g.sig) return;
+  g.sig = sig;
+  if (refit) { fitPositions(model); g.key = key; }
+  clear(root);
+  const defs = svg("defs");
+  const marker = svg("marker", { id: "arrow", viewBox: "0 0 10 10", refX: 6, refY: 5, markerWidth: 7, markerHeight: 7, orient: "auto-start-reverse" });
+  marker.append(svg("path", { d: "M 0 0 L 10 5 L 0 10 z", fill: "#9aa4b2" }));
+  defs.append(marker);
+  root.append(defs);
+  const viewport = svg("g", { id: "viewport" });
+  root.append(viewport);
+  const byId = Object.fromEntries(model.nodes.map((n) => [n.id, n]));
+  const edgeLayer = svg("g", { class: "edges" });
+  const nodeLayer = svg("g", { class: "nodes" });
+  viewport.append(edgeLayer, nodeLayer);
+  for (const e of model.edges) {
+    const a = byId[e.from];
+    const b = byId[e.to];
+    if (!a || !b || g.hidden.has(a.type) || g.hidden.has(b.type)) continue;
+    const flow = b.status === "running";
+    edgeLayer.append(svg("path", { class: `edge${flow ? " flow" : ""}`, d: edgePath(g.pos[a.id], g.pos[b.id]),
+      "data-from": a.id, "data-to": b.id, "marker-end": "url(#arrow)" }));
+  }
+  for (const n of model.nodes) {
+    if (g.hidden.has(n.type)) continue;
+    const p = g.pos[n.id];
+    const grp = svg("g", { class: `node status-${n.status} type-${n.type}${g.selected === n.id ? " selected" : ""}`,
+      transform: `translate(${p.x},${p.y})`, "data-id": n.id, "data-status": n.status, tabindex: 0 });
+    const w = g.nodeW;
+    grp.append(svg("rect", { class: "box", width: w, height: NODE_H, rx: 8 }));
+    grp.append(svg("rect", { class: "bar", width: 5, height: NODE_H - 12, x: 3, y: 6, rx: 2 }));
+    grp.append(svg("text", { x: 12, y: 15, class: "type" }, n.type));
+    nodeLayer.append(grp);
+    layoutLabel(grp, n.label, w - 18);
+    const sub = svg("text", { x: 12, y: NODE_H - 6, class: "sub" });
+    grp.append(sub);
+    fitText(sub, nodeSubtitle(n), w - 18);
+    grp.append(svg("title", {}, `${n.label}: ${n.status}${n.message ? ` — ${n.message}` : ""}`));
+    grp.addEventListener("mouseenter", () => showNodeInfo(n));
+    grp.addEventListener("pointerdown", (ev) => startNodeDrag(ev, n));
+  }
+  applyView();
+  if (g.selected && byId[g.selected]) showNodeInfo(byId[g.selected]);
+}
+
+function applyView() {
+  const v = App.graph.view;
+  const vp = $("#viewport");
+  if (vp) vp.setAttribute("transform", `translate(${v.tx},${v.ty}) scale(${v.k})`);
+}
+
+function showNodeInfo(n) {
+  const info = clear($("#node-info"));
+  info.classList.remove("muted");
+  info.append(el("b", { text: n.label }), ` — ${n.status}`, n.message ? `: ${n.message}` : "",
+    n.updated_at ? ` (${fmtTime(n.updated_at)})` : "");
+  info.title = n.message || "";
+}
+
+function startNodeDrag(ev, n) {
+  ev.stopPropagation();
+  const g = App.graph;
+  const start = { x: ev.clientX, y: ev.clientY, px: g.pos[n.id].x, py: g.pos[n.id].y };
+  let moved = false;
+  g.dragging = true;
+  const target = ev.currentTarget;
+  target.setPointerCapture(ev.pointerId);
+  const move = (e) => {
+    const dx = (e.clientX - start.x) / g.view.k;
+    const dy = (e.clientY - start.y) / g.view.k;
+    if (Math.abs(dx) + Math.abs(dy) > 2) moved = true;
+    g.pos[n.id] = { x: start.px + dx, y: start.py + dy };
+    target.setAttribute("transform", `translate(${g.pos[n.id].x},${g.pos[n.id].y})`);
+    document.querySelectorAll(`#graph .edge[data-from="${n.id}"], #graph .edge[data-to="${n.id}"]`).forEach((p) => {
+      p.setAttribute("d", edgePath(g.pos[p.dataset.from], g.pos[p.dataset.to]));
+    });
+  };
+  const up = () => {
+    target.removeEventListener("pointermove", move);
+    target.removeEventListener("pointerup", up);
+    g.dragging = false;
+    if (!moved) g.selected = n.id;
+    if (!moved || g.stale) buildGraph();
+  };
+  target.addEventListener("pointermove", move);
+  target.addEventListener("pointerup", up);
+}
+
+function setupGraphInteractions() {
+  const root = $("#graph");
+  root.addEventListener("pointerdown", (ev) => {
+    const v = App.graph.view;
+    const start = { x: ev.clientX, y: ev.clientY, tx: v.tx, ty: v.ty };
+    root.setPointerCapture(ev.pointerId);
+    root.classList.add("panning");
+    const move = (e) => { v.tx = start.tx + e.clientX - start.x; v.ty = start.ty + e.clientY - start.y; applyView(); };
+    const up = () => {
+      root.classList.remove("panning");
+      root.removeEventListener("pointermove", move);
+      root.removeEventListener("pointerup", up);
+    };
+    root.addEventListener("pointermove", move);
+    root.addEventListener("pointerup", up);
+  });
+  root.addEventListener("wheel", (ev) => {
+    ev.preventDefault();
+    const v = App.graph.view;
+    const box = root.getBoundingClientRect();
+    const px = ev.clientX - box.left;
+    const py = ev.clientY - box.top;
+    const k = Math.min(3, Math.max(0.3, v.k * Math.exp(-ev.deltaY * 0.0015)));
+    v.tx = px - (px - v.tx) * (k / v.k);
+    v.ty = py - (py - v.ty) * (k / v.k);
+    v.k = k;
+    applyView();
+  }, { passive: false });
+  $("#graph-fit").addEventListener("click", () => { App.graph.key = ""; buildGraph(); });
+}
+
+function renderTypeFilter() {
+  const types = [...new Set(graphModel().nodes.map((n) => n.type))];
+  const box = clear($("#type-filter"));
+  for (const t of types) {
+    const cb = el("input", { type: "checkbox", "data-type": t });
+    cb.checked = !App.graph.hidden.has(t);
+    cb.addEventListener("change", () => {
+      if (cb.checked) App.graph.hidden.delete(t); else App.graph.hidden.add(t);
+      buildGraph();
+    });
+    box.append(el("label", {}, cb, t));
+  }
+}
+
+/* ------------------------------------------------------------------ checklist */
+function renderChecklist() {
+  const list = clear($("#checklist"));
+  const empty = $("#empty-state");
+  const c = App.state && App.state.checklist;
+  $("#checklist-score").textContent = c ? `${c.passed}/${c.total} passed` : "";
+  $("#checklist-score").style.color = c ? (c.ok ? "var(--done)" : "var(--fail)") : "";
+  if (!App.state) {
+    empty.hidden = false;
+    clear(empty).append(el("b", { text: "No dashboard state yet." }), el("br"),
+      "Run the whole job with ", el("code", { text: "make run" }), ", or train with ",
+      el("code", { text: "python -m pipelines.run_local_training_pipeline" }),
+      " (or use Start training below); the state is exported at the end of the run.");
+    empty.title = App.emptyHint;
+    return;
+  }
+  empty.hidden = true;
+  if (!c) {
+    list.append(el("li", { class: "muted", text: "No validation checklist in this state. Run python -m pipelines.validate_training_outputs --json-out artifacts/validation/checklist.json and export again." }));
+    return;
+  }
+  for (const item of c.items) {
+    const li = el("li", { class: item.status, "data-key": item.key },
+      el("span", { class: `badge ${item.status}`, text: item.status }),
+      el("span", { class: "check-title", text: `${item.id}. ${item.title}` }),
+      el("span", { class: "check-detail", text: item.detail, title: item.detail }));
+    if (item.status !== "PASS" && item.hint) li.append(el("span", { class: "check-hint", text: item.hint, title: item.hint }));
+    list.append(li);
+  }
+}
+
+/* ------------------------------------------------------------------ charts */
+/* Charts are drawn at their real pixel size (crisp text, no scaled fonts), so a chart
+ * whose box changes size (layout settling, a tab becoming visible) is drawn again. */
+const chartObserver = new ResizeObserver((entries) => {
+  for (const entry of entries) {
+    const root = entry.target;
+    const { width, height } = entry.contentRect;
+    if (width && height && (Math.round(width) !== root.drawnW || Math.round(height) !== root.drawnH)) drawLineChart(root, root.chartOpts);
+  }
+});
+
+function drawLineChart(root, opts) {
+  clear(root);
+  root.chartOpts = opts;
+  chartObserver.observe(root);
+  const W = root.clientWidth || 400;
+  const H = root.clientHeight || 200;
+  root.drawnW = Math.round(W);
+  root.drawnH = Math.round(H);
+  root.setAttribute("viewBox", `0 0 ${W} ${H}`);
+  const series = (opts.series || []).filter((s) => s.points.length);
+  const all = series.flatMap((s) => s.points);
+  if (!all.length) {
+    root.append(svg("text", { x: W / 2, y: H / 2, "text-anchor": "middle", class: "empty" }, opts.empty || "no data"));
+    return null;
+  }
+  const m = { l: 54, r: 14, t: 10, b: 30 };
+  const xsAll = all.map((p) => p[0]);
+  const ysAll = all.map((p) => p[1]).concat((opts.hlines || []).map((h) => h.y));
+  let [x0, x1] = [Math.min(...xsAll), Math.max(...xsAll)];
+  if (x1 === x0) { x0 -= 1; x1 += 1; }
+  const yt = niceTicks(Math.min(...ysAll), Math.max(...ysAll), Math.max(3, Math.floor((H - m.t - m.b) / 30)));
+  const y0 = Math.floor(Math.min(...ysAll) / yt.step + 1e-9) * yt.step;
+  const y1 = Math.ceil(Math.max(...ysAll) / yt.step - 1e-9) * yt.step;
+  yt.ticks = [];
+  for (let v = y0; v <= y1 + yt.step * 1e-6; v += yt.step) yt.ticks.push(Number(v.toPrecision(12)));
+  const sx = (x) => m.l + ((x - x0) / (x1 - x0)) * (W - m.l - m.r);
+  const sy = (y) => H - m.b - ((y - y0) / (y1 - y0 || 1)) * (H - m.t - m.b);
+  const xt = niceTicks(x0, x1, Math.max(2, Math.floor((W - m.l - m.r) / 64)));
+  const xTicks = opts.integerX ? xt.ticks.filter((v) => Number.isInteger(v)) : xt.ticks;
+  for (const v of yt.ticks) {
+    if (v < y0 - 1e-12 || v > y1 + 1e-12) continue;
+    root.append(svg("line", { class: "grid", x1: m.l, x2: W - m.r, y1: sy(v), y2: sy(v) }));
+    root.append(svg("text", { x: m.l - 6, y: sy(v) + 4, "text-anchor": "end" }, tickLabel(v, yt.step)));
+  }
+  for (const v of xTicks) {
+    if (v < x0 || v > x1) continue;
+    root.append(svg("line", { class: "axis", x1: sx(v), x2: sx(v), y1: H - m.b, y2: H - m.b + 4 }));
+    root.append(svg("text", { x: sx(v), y: H - m.b + 15, "text-anchor": "middle" }, tickLabel(v, Math.max(xt.step, opts.integerX ? 1 : 0))));
+  }
+  root.append(svg("line", { class: "axis", x1: m.l, x2: m.l, y1: m.t, y2: H - m.b }));
+  root.append(svg("line", { class: "axis", x1: m.l, x2: W - m.r, y1: H - m.b, y2: H - m.b }));
+  if (opts.xLabel) root.append(svg("text", { x: m.l + (W - m.l - m.r) / 2, y: H - 2, "text-anchor": "middle", class: "axis-label" }, opts.xLabel));
+  if (opts.yLabel) root.append(svg("text", { x: 11, y: m.t + (H - m.t - m.b) / 2, transform: `rotate(-90 11 ${m.t + (H - m.t - m.b) / 2})`, "text-anchor": "middle", class: "axis-label" }, opts.yLabel));
+  for (const h of opts.hlines || []) {
+    root.append(svg("line", { x1: m.l, x2: W - m.r, y1: sy(h.y), y2: sy(h.y), stroke: h.color, "stroke-width": 1.5, "stroke-dasharray": "6 4", class: `hline ${h.cls || ""}` }));
+    root.append(svg("text", { x: W - m.r - 2, y: sy(h.y) + (h.below ? 13 : -4), "text-anchor": "end", fill: h.color, style: `fill:${h.color}` }, h.label));
+  }
+  for (const s of series) {
+    const d = s.points.map((p, i) => `${i ? "L" : "M"}${sx(p[0]).toFixed(1)},${sy(p[1]).toFixed(1)}`).join(" ");
+    root.append(svg("path", { d, fill: "none", stroke: s.color, "stroke-width": s.width || 2, "stroke-dasharray": s.dash || null, class: `series ${s.cls || ""}` }));
+  }
+  if (opts.decorate) opts.decorate({ sx, sy });
+  return { sx, sy };
+}
+
+function renderLoss() {
+  for (const stream of STREAMS) {
+    const rows = (App.state && App.state.loss && App.state.loss[stream]) || [];
+    const pick = (k) => rows.filter((r) => Number.isFinite(r[k])).map((r) => [r.epoch, r[k]]);
+    const last = rows[rows.length - 1];
+    const chips = clear($(`#config-${stream}`));
+    const cfg = App.state && App.state.config && App.state.config[stream];
+    if (last) chips.append(el("span", { class: "chip" }, "final ", el("b", { text: `train ${fmtNum(last.train_loss)} · val ${fmtNum(last.val_loss)}` })));
+    if (cfg) {
+      for (const key of ["fs", "lr", "epochs", "mask_ratio", "amp"]) {
+        const v = cfg[key];
+        const shown = key === "fs" && (v === null || v === undefined) ? "n/a" : fmtNum(v);
+        chips.append(el("span", { class: "chip", title: key }, `${key} `, el("b", { text: shown })));
+      }
+    }
+    drawLineChart($(`#loss-${stream}`), {
+      series: [
+        { points: pick("train_loss"), color: "var(--train)", cls: "train" },
+        { points: pick("val_loss"), color: "var(--val)", dash: "6 3", cls: "val" },
+      ],
+      xLabel: "epoch", yLabel: "loss", integerX: true,
+      empty: App.state ? "no loss history for this stream" : "no run yet",
+    });
+  }
+}
+
+/* ------------------------------------------------------------------ artifacts */
+/* A path that may wrap only after a slash (never inside a name). */
+function breakablePath(path) {
+  return path.split("/").flatMap((part, i, all) => (i < all.length - 1 ? [`${part}/`, el("wbr")] : [part]));
+}
+
+function renderArtifacts() {
+  const body = clear($("#artifacts tbody"));
+  const items = (App.state && App.state.artifacts) || [];
+  const ready = items.filter((a) => a.ready).length;
+  $("#artifacts-score").textContent = items.length ? `${ready}/${items.length} ready` : "";
+  $("#artifacts-score").style.color = items.length && ready < items.length ? "var(--fail)" : "var(--done)";
+  const sorted = [...items].sort((a, b) => Number(a.ready) - Number(b.ready));
+  for (const a of sorted) {
+    body.append(el("tr", { class: a.ready ? "" : "missing", "data-path": a.path },
+      el("td", { class: "path", title: `${a.kind} · ${STREAM_LABEL[a.stream] || a.stream}` }, ...breakablePath(a.path)),
+      el("td", { class: "num", text: fmtBytes(a.size_bytes) }),
+      el("td", {}, el("span", { class: `pill ${a.ready ? "ready" : "missing"}`, text: a.ready ? "ready" : "missing" }))));
+  }
+  if (!items.length) body.append(el("tr", {}, el("td", { colspan: 3, class: "muted", text: "no artifacts listed yet" })));
+}
+
+/* ------------------------------------------------------------------ live run */
+function applyStatus(status) {
+  App.status = status;
+  const proc = status.process || {};
+  const running = proc.state === "running";
+  const runningNode = Object.entries(status.nodes || {}).find(([, v]) => v.status === "running");
+  const p = status.progress;
+  const bar = $("#progress-bar");
+  const text = clear($("#progress-text"));
+  const stateLabel = $("#run-state");
+  if (running) stateLabel.textContent = `${proc.kind} run in progress · pid ${proc.pid}`;
+  else if (proc.exit_code !== undefined && proc.exit_code !== null) {
+    stateLabel.textContent = proc.stopped_by_user ? "stopped by user" : `last run exited with code ${proc.exit_code}`;
+  } else stateLabel.textContent = "idle";
+  if ((running || runningNode) && p && p.epochs) {
+    const frac = Math.min(1, Math.max(0, ((p.epoch - 1) + (p.steps ? p.step / p.steps : 1)) / p.epochs));
+    bar.style.width = `${(frac * 100).toFixed(1)}%`;
+    bar.className = "progress-bar";
+    text.append(el("b", { text: `${STREAM_LABEL[p.stream] || p.stream}` }), ` · epoch ${p.epoch}/${p.epochs}`,
+      p.steps ? ` · step ${p.step}/${p.steps}` : "", ` · loss ${fmtNum(p.loss)}`,
+      p.windows_per_s ? ` · ${fmtNum(p.windows_per_s, 3)} windows/s` : "");
+  } else if (running || runningNode) {
+    bar.style.width = "";
+    bar.className = "progress-bar indeterminate";
+    text.append(el("b", { text: runningNode ? runningNode[0].replace(/_/g, " ") : "starting" }), runningNode && runningNode[1].message ? ` · ${runningNode[1].message}` : " · waiting for the first status update");
+  } else {
+    const failed = Object.values(status.nodes || {}).some((v) => v.status === "fail");
+    bar.style.width = status.has_status ? "100%" : "0";
+    bar.className = `progress-bar ${failed ? "fail" : "done"}`;
+    if (proc.stopped_by_user) text.textContent = "Run stopped by user; checkpoints already written are kept.";
+    else if (!status.has_status) text.textContent = "No run in progress.";
+    else text.textContent = failed ? "Last run failed: see the red node and the log." : "No run in progress; last run finished.";
+  }
+  if (App.wasRunning && !running && !proc.stopped_by_user) {
+    controlMessage(`Run finished (exit code ${proc.exit_code}).`, proc.exit_code === 0 ? "ok" : "error");
+  }
+  App.wasRunning = running;
+  const log = $("#log-tail");
+  const atBottom = log.scrollTop + log.clientHeight >= log.scrollHeight - 4;
+  log.textContent = (status.log_tail || []).join("\n") || "(no log yet)";
+  if (atBottom) log.scrollTop = log.scrollHeight;
+  $("#btn-train").disabled = running;
+  $("#btn-test").disabled = running;
+  $("#btn-stop").disabled = !running;
+  buildGraph();
+}
+
+function controlMessage(text, kind = "") {
+  const box = $("#control-msg");
+  box.textContent = text;
+  box.className = `control-msg ${kind}`;
+}
+
+async function startRun(kind) {
+  const options = {};
+  if (kind === "train") {
+    if ($("#opt-skip-patchtst").checked) options.skip_patchtst = true;
+    if ($("#opt-skip-swinmae").checked) options.skip_swinmae = true;
+    const epochs = $("#opt-epochs").value.trim();
+    if (epochs) options.epochs = Number(epochs);
+  } else {
+    options.stream = $("#opt-test-stream").value;
+  }
+  try {
+    const res = await api("/api/run", { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ kind, options }) });
+    controlMessage(`Started ${kind} run (pid ${res.pid}).`, "ok");
+    await loadStatus();
+  } catch (err) {
+    controlMessage(`Could not start: ${err.message}`, "error");
+  }
+}
+
+async function stopRun() {
+  $("#btn-stop").disabled = true;
+  controlMessage("Stopping…");
+  try {
+    const res = await api("/api/stop", { method: "POST" });
+    const code = res.process.exit_code;
+    controlMessage(code < 0 ? `Stopped (process group ended by signal ${-code}).` : `Stopped (exit code ${code}).`, "ok");
+    applyStatus(res.status);
+  } catch (err) {
+    controlMessage(`Could not stop: ${err.message}`, "error");
+    await loadStatus();
+  }
+}
+
+function uploadMessage(text, kind = "") {
+  const box = $("#upload-msg");
+  box.textContent = text;
+  box.className = `control-msg ${kind}`;
+}
+
+async function upload(ev) {
+  ev.preventDefault();
+  const files = $("#up-files").files;
+  if (!files.length) { uploadMessage("Choose one or more files first.", "error"); return; }
+  const form = new FormData();
+  for (const f of files) form.append("files", f, f.name);
+  const stream = $("#up-stream").value;
+  const target = $("#up-target").value;
+  uploadMessage(`Uploading ${files.length} file(s)…`);
+  $("#btn-upload").disabled = true;
+  try {
+    const res = await api(`/api/upload?stream=${encodeURIComponent(stream)}&target=${encodeURIComponent(target)}`, { method: "POST", body: form });
+    const text = `Saved ${res.saved.length} file(s): ${res.saved.join(", ")}`;
+    uploadMessage(text, "ok");
+    controlMessage(text, "ok");
+    $("#up-files").value = "";
+  } catch (err) {
+    uploadMessage(`Upload rejected: ${err.message}`, "error");
+  } finally {
+    $("#btn-upload").disabled = false;
+  }
+}
+
+/* ------------------------------------------------------------------ history */
+function renderRuns() {
+  const body = clear($("#runs-table tbody"));
+  if (!App.runs.length) {
+    body.append(el("tr", {}, el("td", { colspan: 5, class: "muted", text: "No run history yet (exports with --persist-run-history add runs)." })));
+    return;
+  }
+  for (const r of App.runs) {
+    const radio = (slot) => {
+      const input = el("input", { type: "radio", name: `run-${slot}`, value: r.run_id, "aria-label": `${slot.toUpperCase()}: ${r.run_id}` });
+      input.checked = App.compare[slot] === r.run_id;
+      input.addEventListener("change", () => { App.compare[slot] = r.run_id; renderRuns(); renderComparison(); });
+      return el("td", {}, input);
+    };
+    const ok = r.passed === r.total;
+    const fl = r.final_loss || {};
+    const selected = r.run_id === App.compare.a || r.run_id === App.compare.b;
+    body.append(el("tr", { class: selected ? "selected" : "", "data-run": r.run_id },
+      radio("a"), radio("b"),
+      el("td", {}, el("div", { class: "mono", text: r.run_id }), el("div", { class: "muted small-text", text: fmtTime(r.generated_at) })),
+      el("td", {}, el("span", { class: `pill ${ok ? "PASS" : "FAIL"}`, text: `${r.passed}/${r.total}` })),
+      el("td", { class: "num", text: `${fmtNum(fl.patchtst)} / ${fmtNum(fl.swinmae)}` })));
+  }
+}
+
+/* Cached per run id as a promise, so concurrent renders share one request. */
+function snapshot(runId) {
+  if (!App.snapshots[runId]) {
+    const pending = api(`/api/runs/${encodeURIComponent(runId)}`);
+    pending.catch(() => { if (App.snapshots[runId] === pending) delete App.snapshots[runId]; });
+    App.snapshots[runId] = pending;
+  }
+  return App.snapshots[runId];
+}
+
+function compareTable(headers, rows) {
+  const table = el("table", { class: "table compare-table" });
+  table.append(el("thead", {}, el("tr", {}, ...headers.map((h, i) => el("th", { class: i ? "num" : "", text: h })))));
+  const body = el("tbody");
+  for (const r of rows) {
+    body.append(el("tr", { class: r.changed ? "changed" : "", "data-key": r.key },
+      ...r.cells.map((c, i) => el("td", { class: i ? "num" : "" }, c))));
+  }
+  table.append(body);
+  return table;
+}
+
+function cfgValue(v) {
+  return typeof v === "string" && v.includes("/") ? el("span", {}, ...breakablePath(v)) : fmtNum(v);
+}
+
+function lastVal(state, stream) {
+  const rows = (state.loss && state.loss[stream]) || [];
+  return rows.length ? rows[rows.length - 1].val_loss : null;
+}
+
+async function renderComparison() {
+  const box = $("#compare");
+  const { a, b } = App.compare;
+  if (!a || !b || a === b) {
+    clear(box).append(el("p", { class: "muted", text: App.runs.length < 2 ? "At least two runs in the history are needed." : "Pick two different runs (A and B)." }));
+    $("#compare-title").textContent = "";
+    return;
+  }
+  let A;
+  let B;
+  try { [A, B] = await Promise.all([snapshot(a), snapshot(b)]); } catch (err) {
+    clear(box).append(el("p", { class: "control-msg error", text: `Could not load runs: ${err.message}` }));
+    return;
+  }
+  if (App.compare.a !== a || App.compare.b !== b) return; // a newer selection won
+  $("#compare-title").textContent = `A = ${a} · B = ${b}`;
+  clear(box);
+  box.append(el("h3", { text: "Final validation loss" }));
+  box.append(compareTable(["stream", "A", "B", "B vs A"], STREAMS.map((s) => {
+    const va = lastVal(A, s);
+    const vb = lastVal(B, s);
+    const delta = va && vb ? ((vb - va) / va) * 100 : null;
+    const d = delta === null ? "—" : el("span", { class: delta > 0 ? "delta-up" : "delta-down", text: `${delta > 0 ? "+" : ""}${delta.toFixed(1)} %` });
+    return { key: s, changed: va !== vb, cells: [STREAM_LABEL[s], fmtNum(va), fmtNum(vb), d] };
+  })));
+  const charts = el("div", { class: "compare-charts" });
+  box.append(charts);
+  for (const s of STREAMS) {
+    const chart = svg("svg", { class: "chart", id: `compare-loss-${s}` });
+    charts.append(el("div", {}, el("div", { class: "card-head" }, el("h2", { text: `${STREAM_LABEL[s]} val loss` }),
+      el("span", { class: "legend" }, el("i", { class: "ln train" }), "A ", el("i", { class: "ln val" }), "B")), chart));
+    const pts = (st) => ((st.loss && st.loss[s]) || []).filter((r) => Number.isFinite(r.val_loss)).map((r) => [r.epoch, r.val_loss]);
+    requestAnimationFrame(() => drawLineChart(chart, {
+      series: [{ points: pts(A), color: "var(--train)", cls: "run-a" }, { points: pts(B), color: "var(--val)", dash: "6 3", cls: "run-b" }],
+      xLabel: "epoch", integerX: true, empty: "no loss history",
+    }));
+  }
+  const cfgRows = [];
+  for (const s of STREAMS) {
+    const ca = (A.config && A.config[s]) || {};
+    const cb = (B.config && B.config[s]) || {};
+    for (const k of [...new Set([...Object.keys(ca), ...Object.keys(cb)])]) {
+      const changed = JSON.stringify(ca[k]) !== JSON.stringify(cb[k]);
+      cfgRows.push({ key: `${s}.${k}`, changed, cells: [`${s}.${k}`, cfgValue(ca[k]), cfgValue(cb[k])] });
+    }
+  }
+  const itemsA = Object.fromEntries((((A.checklist || {}).items) || []).map((i) => [i.key, i]));
+  const itemsB = Object.fromEntries((((B.checklist || {}).items) || []).map((i) => [i.key, i]));
+  const keys = [...new Set([...Object.keys(itemsA), ...Object.keys(itemsB)])];
+  const badge = (i) => (i ? el("span", { class: `pill ${i.status}`, text: i.status }) : "—");
+  const checkRows = keys.map((k) => {
+    const ia = itemsA[k];
+    const ib = itemsB[k];
+    return { key: k, changed: (ia && ia.status) !== (ib && ib.status), cells: [`${(ia || ib).id}. ${(ia || ib).title}`, badge(ia), badge(ib)] };
+  });
+  const configBox = el("div", { id: "compare-config" }, el("h3", { text: "Config (changed rows highlighted)" }), compareTable(["key", "A", "B"], cfgRows));
+  const checkBox = el("div", { id: "compare-checklist" }, el("h3", { text: "Checklist (changed rows highlighted)" }), compareTable(["item", "A", "B"], checkRows));
+  box.append(el("div", { class: "compare-tables" }, configBox, checkBox));
+}
+
+/* ------------------------------------------------------------------ test runs */
+function testStream() {
+  const tr = App.state && App.state.test_run;
+  return tr && tr.streams ? tr.streams[App.test.stream] : null;
+}
+
+function renderTest() {
+  document.querySelectorAll("#test-stream button").forEach((b) => b.classList.toggle("active", b.dataset.stream === App.test.stream));
+  const body = clear($("#test-files tbody"));
+  const extra = clear($("#test-extra"));
+  const meta = $("#test-meta");
+  const tr = App.state && App.state.test_run;
+  const st = testStream();
+  if (!tr || !st) {
+    meta.textContent = "";
+    body.append(el("tr", {}, el("td", { colspan: 6, class: "muted", text: "No test run yet: use Start test run on the Training tab or python -m pipelines.run_local_test_pipeline." })));
+    App.test.file = null;
+    renderTimeline();
+    return;
+  }
+  meta.textContent = `run ${tr.run_id} · ${fmtTime(tr.created)} · thresholds warn ${fmtNum(st.thresholds.warn)}, anomaly ${fmtNum(st.thresholds.anomaly)}`;
+  const files = st.files || [];
+  if (!files.some((f) => f.file_id === App.test.file)) {
+    const worst = files.find((f) => f.decision === "anomaly") || files[0];
+    App.test.file = worst ? worst.file_id : null;
+    App.test.window = null;
+  }
+  for (const f of files) {
+    const row = el("tr", { class: `clickable${f.file_id === App.test.file ? " selected" : ""}`, "data-file": f.file_id },
+      el("td", { class: "path", text: f.file_id, title: f.file_id }),
+      el("td", {}, el("span", { class: `pill ${f.decision}`, text: f.decision })),
+      el("td", { class: "num", text: f.n_windows }), el("td", { class: "num", text: f.n_warn }),
+      el("td", { class: "num", text: f.n_anomaly }), el("td", { class: "num", text: fmtNum(f.max_score, 3) }));
+    row.addEventListener("click", () => { App.test.file = f.file_id; App.test.window = null; renderTest(); });
+    body.append(row);
+  }
+  if ((st.dropped || []).length) {
+    extra.append(el("h3", { text: "Dropped by DQVL" }));
+    for (const d of st.dropped) extra.append(el("div", {}, el("span", { class: "pill drop", text: "drop" }), " ", el("span", { class: "mono", text: d.file_id }), el("span", { class: "muted", text: ` — ${d.reason}` })));
+  }
+  if ((tr.fused || []).length) {
+    extra.append(el("h3", { text: "Fused decisions" }));
+    for (const f of tr.fused) extra.append(el("div", {}, el("span", { class: `pill ${f.decision}`, text: f.decision }), " ", el("b", { text: f.asset || f.file_id || "" }), el("span", { class: "muted", text: ` — ${f.detail || ""}` })));
+  }
+  renderTimeline();
+}
+
+function renderTimeline() {
+  const root = $("#timeline");
+  const st = testStream();
+  const file = st && (st.files || []).find((f) => f.file_id === App.test.file);
+  $("#timeline-title").textContent = file ? `Score timeline · ${file.file_id}` : "Score timeline";
+  const windows = (file && file.windows) || [];
+  const colors = { normal: "var(--done)", warn: "var(--warn)", anomaly: "var(--fail)" };
+  const drawPoints = (scale) => {
+    for (const w of windows) {
+      const selected = App.test.window === w.index;
+      const dot = svg("circle", { cx: scale.sx(w.index), cy: scale.sy(w.score), r: selected ? 6 : 4, class: `point level-${w.level}${selected ? " selected" : ""}`,
+        fill: colors[w.level] || "#888", stroke: selected ? "#1d2430" : "#fff", "stroke-width": selected ? 2 : 1, "data-index": w.index, style: "cursor:pointer" });
+      dot.append(svg("title", {}, `window ${w.index} · ${w.start} – ${w.end} · score ${fmtNum(w.score)} (${w.level})`));
+      dot.addEventListener("click", () => { App.test.window = w.index; renderTimeline(); });
+      root.append(dot);
+    }
+  };
+  drawLineChart(root, {
+    series: [{ points: windows.map((w) => [w.index, w.score]), color: "#8a96a8", width: 1.5 }],
+    hlines: st ? [
+      { y: st.thresholds.warn, color: "var(--warn)", label: `warn ${fmtNum(st.thresholds.warn)}`, below: true, cls: "warn" },
+      { y: st.thresholds.anomaly, color: "var(--fail)", label: `anomaly ${fmtNum(st.thresholds.anomaly)}`, cls: "anomaly" },
+    ] : [],
+    xLabel: "window", yLabel: "score", integerX: true, empty: "no scored windows", decorate: drawPoints,
+  });
+  renderBreakdown(st, windows.find((w) => w.index === App.test.window));
+}
+
+function bars(title, values, limit) {
+  const entries = Object.entries(values || {}).sort((a, b) => b[1] - a[1]);
+  const shown = limit ? entries.slice(0, limit) : entries;
+  const max = Math.max(...shown.map((e) => e[1]), 1e-12);
+  const box = el("div", { class: "bars" }, el("h3", { text: limit && entries.length > limit ? `${title} (top ${limit} of ${entries.length})` : title }));
+  shown.forEach(([k, v], i) => {
+    box.append(el("div", { class: "bar-row", "data-name": k },
+      el("span", { class: "bar-label", text: k, title: k }),
+      el("span", { class: "bar-track" }, el("span", { class: `bar-fill${i === 0 ? " top" : ""}`, style: `display:block;width:${((v / max) * 100).toFixed(1)}%` })),
+      el("span", { class: "bar-val", text: fmtNum(v, 3) })));
+  });
+  return box;
+}
+
+function renderBreakdown(st, w) {
+  const box = clear($("#breakdown"));
+  const meta = $("#breakdown-meta");
+  if (!w) {
+    $("#breakdown-title").textContent = "Breakdown";
+    meta.textContent = "";
+    box.append(el("p", { class: "muted", text: st ? "Click a window in the timeline to see what drives its score." : "" }));
+    return;
+  }
+  $("#breakdown-title").textContent = `Breakdown · window ${w.index}`;
+  const span = typeof w.start === "number" ? `samples ${w.start}–${w.end}` : `${w.start} → ${w.end}`;
+  meta.textContent = `${span} · score ${fmtNum(w.score)} · ${w.level}`;
+  const perAxis = st.contributor_kind === "axis";
+  box.append(bars(perAxis ? "Per axis" : "Per channel", w.contributions, perAxis ? 0 : TOP_CONTRIBUTORS));
+  if (w.bands) box.append(bars("Per frequency band", w.bands, 0));
+}
+
+/* ------------------------------------------------------------------ wiring */
+function renderState() {
+  renderHeader();
+  renderTypeFilter();
+  buildGraph();
+  renderChecklist();
+  renderLoss();
+  renderArtifacts();
+  renderTest();
+}
+
+function setupTabs() {
+  document.querySelectorAll(".tabs button").forEach((b) => b.addEventListener("click", () => {
+    document.querySelectorAll(".tabs button").forEach((x) => x.classList.toggle("active", x === b));
+    document.querySelectorAll(".tab").forEach((t) => t.classList.toggle("active", t.id === `tab-${b.dataset.tab}`));
+    if (b.dataset.tab === "training") { renderLoss(); buildGraph(); }
+    if (b.dataset.tab === "history") renderComparison();
+    if (b.dataset.tab === "test") renderTest();
+  }));
+  document.querySelectorAll("#test-stream button").forEach((b) => b.addEventListener("click", () => {
+    App.test = { stream: b.dataset.stream, file: null, window: null };
+    renderTest();
+  }));
+}
+
+function setLive(mode, text) {
+  $("#live").className = `live ${mode}`;
+  $("#live-text").textContent = text;
+}
+
+function connectEvents() {
+  if (!window.EventSource) { setLive("warn", "polling"); setInterval(() => { loadStatus(); loadState(); }, 3000); return; }
+  const url = `/api/events${App.token ? `?token=${encodeURIComponent(App.token)}` : ""}`;
+  const es = new EventSource(url);
+  es.onopen = () => setLive("on", "live");
+  es.onerror = () => setLive("warn", "reconnecting");
+  es.addEventListener("status", (e) => { setLive("on", "live"); applyStatus(JSON.parse(e.data)); });
+  es.addEventListener("state", () => { loadState().catch(() => {}); });
+  es.addEventListener("runs", () => { loadRuns().catch(() => {}); });
+  App.events = es;
+}
+
+async function init() {
+  App.token = readToken();
+  setupTabs();
+  setupGraphInteractions();
+  $("#btn-train").addEventListener("click", () => startRun("train"));
+  $("#btn-test").addEventListener("click", () => startRun("test"));
+  $("#btn-stop").addEventListener("click", stopRun);
+  $("#upload-form").addEventListener("submit", upload);
+  $("#btn-upload-open").addEventListener("click", () => { uploadMessage(""); $("#upload-dialog").showModal(); });
+  $("#btn-upload-close").addEventListener("click", () => $("#upload-dialog").close());
+  let resizeTimer = null;
+  window.addEventListener("resize", () => {
+    clearTimeout(resizeTimer);
+    resizeTimer = setTimeout(() => { App.graph.key = ""; renderState(); renderComparison(); }, 150);
+  });
+  try {
+    await loadLayout();
+    await Promise.all([loadState(), loadStatus(), loadRuns()]);
+    document.body.dataset.ready = "1";
+  } catch (err) {
+    setLive("warn", err.status === 401 ? "token needed" : "error");
+    controlMessage(err.status === 401 ? "The server needs a token: open the URL it printed (…/#token=…)." : `Could not load: ${err.message}`, "error");
+    return;
+  }
+  connectEvents();
+}
+
+init();
