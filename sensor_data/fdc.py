@@ -28,7 +28,6 @@ CSV_SUFFIXES = (".csv",)
 PARQUET_SUFFIXES = (".parquet", ".pq")
 SUPPORTED_SUFFIXES = CSV_SUFFIXES + PARQUET_SUFFIXES
 TIMESTAMP_NAMES = ("timestamp", "time")
-LABELS_FILE = "labels.csv"  # reserved: a ground-truth table beside test files, never data
 _SNIFF_BYTES = 64 * 1024
 _CHUNK_CELLS = 2_000_000  # values converted per chunk: bounds the float64 staging memory
 # What pandas raises for text it cannot parse as CSV (garbage, ragged rows, bad bytes).

@@ -8,7 +8,6 @@ fails DQVL is dropped with a report; the other files go on.
 
 from __future__ import annotations
 
-import glob
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -26,7 +25,8 @@ from core.errors import DataError
 from core.paths import display_path, resolve_path
 from sensor_data.dqvl_fdc import STREAM, check_fdc, read_error_report
 from sensor_data.dqvl_report import DqvlReport, skipped_report, write_reports
-from sensor_data.fdc import LABELS_FILE, FdcTable, read_fdc, table_from_frame
+from sensor_data.fdc import SUPPORTED_SUFFIXES, FdcTable, read_fdc, table_from_frame
+from sensor_data.files import list_data_files
 from sensor_data.scaler import ChannelScaler, channel_order
 from sensor_data.synthetic_fdc import make_fdc_frame
 from sensor_data.windows import split_index, train_val_starts, window_starts
@@ -91,20 +91,7 @@ class FdcPrepared:
 
 # --------------------------------------------------------------------------- listing
 def list_fdc_files(patterns: str | Sequence[str]) -> list[Path]:
-    """Files matching repository-relative glob patterns, sorted and deduplicated.
-
-    ``labels.csv`` is the reserved name of a ground-truth table and is never data.
-    """
-    pats = [patterns] if isinstance(patterns, str) else list(patterns)
-    found = {
-        Path(p).resolve()
-        for pat in pats
-        for p in glob.glob(str(resolve_path(pat)), recursive=True)
-        if Path(p).is_file() and Path(p).name != LABELS_FILE
-    }
-    if not found:
-        raise DataError(f"no FDC files match data.path: {', '.join(pats)}")
-    return sorted(found)
+    return list_data_files(patterns, SUPPORTED_SUFFIXES, "FDC")
 
 
 def _file_ids(paths: Sequence[Path]) -> list[str]:

@@ -26,6 +26,7 @@ from scipy.signal import fftconvolve
 
 from core.io import atomic_write_bytes, atomic_write_text
 from core.paths import display_path
+from sensor_data.files import LABELS_FILE
 
 FAULTS: tuple[str, ...] = ("bearing", "imbalance", "looseness")
 BPFO_RATIO = 3.58  # outer-race defect frequency / shaft frequency (typical rolling bearing)
@@ -33,7 +34,6 @@ GEAR_TEETH = 19
 # 1x, 2x, 3x shaft harmonic amplitudes per axis (x, y radial; z axial): the machine signature.
 HARMONIC_AMPS = np.array([[0.60, 0.50, 0.20], [0.30, 0.25, 0.15], [0.15, 0.12, 0.08]])
 NOISE_STD = np.array([0.20, 0.20, 0.15])
-LABELS_FILE = "labels.csv"
 
 
 def _resonance_hz(fs: float) -> float:

@@ -24,7 +24,7 @@ import pandas as pd
 
 from core.errors import DataError
 from core.io import atomic_write_text
-from sensor_data.fdc import LABELS_FILE
+from sensor_data.files import LABELS_FILE
 
 CHANNELS = [f"xmeas_{i:02d}" for i in range(1, 42)] + [f"xmv_{i:02d}" for i in range(1, 12)]
 N_CHANNELS = len(CHANNELS)  # 52

@@ -15,7 +15,6 @@ median, because a polyphase filter would smear one NaN over its whole filter len
 
 from __future__ import annotations
 
-import glob
 from collections.abc import Iterable
 from dataclasses import dataclass
 from fractions import Fraction
@@ -33,7 +32,8 @@ from dsp.cwt import CwtSpec, frequencies
 from dsp.scalogram_cache import compute_scalograms
 from sensor_data.dqvl_report import DqvlReport, skipped_report, write_reports
 from sensor_data.dqvl_vib import STREAM, check_vibration, needs_resample, read_error_report
-from sensor_data.synthetic_vib import LABELS_FILE, make_vibration
+from sensor_data.files import list_data_files
+from sensor_data.synthetic_vib import make_vibration
 from sensor_data.vibration import SUFFIXES, VibTable, read_vibration
 from sensor_data.windows import split_index, window_starts
 
@@ -78,23 +78,7 @@ class VibPrepared:
 
 # --------------------------------------------------------------------------- sources
 def list_vibration_files(patterns: str | list[str]) -> list[Path]:
-    """Files matching the repository-relative glob(s), sorted; a folder means its files.
-
-    ``labels.csv`` (the label sidecar of the demo test set) is never taken as data.
-    """
-    pats = [patterns] if isinstance(patterns, str) else list(patterns)
-    found: set[Path] = set()
-    for pat in pats:
-        resolved = resolve_path(pat)
-        if resolved.is_dir():
-            found.update(p for p in resolved.iterdir() if p.suffix.lower() in SUFFIXES)
-        else:
-            found.update(Path(p) for p in glob.glob(str(resolved), recursive=True))
-    files = sorted(p for p in found if p.is_file() and p.name != LABELS_FILE)
-    if not files:
-        shown = ", ".join(repr(p) for p in pats)
-        raise DataError(f"data.path: no vibration file matches {shown} (relative to the repo root)")
-    return files
+    return list_data_files(patterns, SUFFIXES, "vibration")
 
 
 def synthetic_tables(cfg: SwinMAEConfig) -> list[VibTable]:

@@ -111,7 +111,7 @@ def test_bad_files_raise_one_clear_data_error(
 def test_missing_file_and_no_matching_pattern(root: Path) -> None:
     with pytest.raises(DataError, match="nope.csv: file not found"):
         read_fdc(root / "nope.csv")
-    with pytest.raises(DataError, match=r"no FDC files match data.path: data/x/\*.csv, y.csv"):
+    with pytest.raises(DataError, match=r"data.path: no FDC file matches 'data/x/\*.csv', 'y.csv'"):
         list_fdc_files(["data/x/*.csv", "y.csv"])
 
 
