@@ -1,0 +1,196 @@
+"""Training-step throughput: our PatchTSTSSL vs Hugging Face ``PatchTSTForPretraining``.
+
+One step = forward (random masking included) + backward + AdamW step, both models in train
+mode, same input batch ``(batch, seq_len, channels)``, same patching, width, depth, heads,
+feed-forward size and mask ratio, same process and thread count.  Repeats alternate between
+the two models so load from other processes hits both alike; the median of the repeats is
+reported.
+
+HF settings chosen so the work matches ours: ``scaling=None`` (its no-op scaler, i.e. no
+RevIN-style instance normalisation, like ours), ``norm_type="layernorm"`` with
+``pre_norm=True`` (our encoder is pre-norm LayerNorm), learned positional embeddings
+(``positional_encoding_type="random"``), all dropouts 0, SDPA attention.
+
+What to expect: the work saved is MAE-style token dropping.  Our encoder runs on the 19
+visible of 32 patches, so its matmuls are 19/32 of HF's; our decoder adds back ~20 %, and
+forward+backward matmul FLOPs come out ~1.4x lower than HF's.  Even a free decoder would cap
+the gain near 32/19 = 1.7x at equal per-token efficiency.
+
+"windows per CPU-s" divides by process CPU time: with ``--threads 1`` it is robust to other
+load on the host; with more threads it also counts OpenMP spin-waiting, so prefer the
+wall-clock figures on a quiet machine.
+
+Needs ``transformers`` (requirements-bench.txt; not a runtime dependency).  Run:
+    python -m benchmarks.bench_patchtst_vs_hf --threads 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import resource
+import shlex
+import statistics
+import time
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from models.patchtst_ssl import PatchTSTSSL
+
+D_MODEL, N_HEADS, N_LAYERS, D_FF, PATCH, MASK_RATIO = 128, 4, 3, 256, 16, 0.4
+
+
+def build_hf(channels: int, seq_len: int) -> nn.Module:
+    from transformers import PatchTSTConfig, PatchTSTForPretraining
+
+    config = PatchTSTConfig(
+        num_input_channels=channels,
+        context_length=seq_len,
+        patch_length=PATCH,
+        patch_stride=PATCH,
+        d_model=D_MODEL,
+        num_attention_heads=N_HEADS,
+        num_hidden_layers=N_LAYERS,
+        ffn_dim=D_FF,
+        attention_dropout=0.0,
+        positional_dropout=0.0,
+        path_dropout=0.0,
+        ff_dropout=0.0,
+        head_dropout=0.0,
+        norm_type="layernorm",
+        pre_norm=True,
+        positional_encoding_type="random",
+        scaling=None,
+        mask_type="random",
+        random_mask_ratio=MASK_RATIO,
+        do_mask_input=True,
+        attn_implementation="sdpa",
+    )
+    return PatchTSTForPretraining(config)
+
+
+def build_ours(seq_len: int) -> nn.Module:
+    return PatchTSTSSL(
+        seq_len=seq_len,
+        patch_len=PATCH,
+        d_model=D_MODEL,
+        n_heads=N_HEADS,
+        n_layers=N_LAYERS,
+        d_ff=D_FF,
+        dropout=0.0,
+        mask_ratio=MASK_RATIO,
+    )
+
+
+def step_fn(model: nn.Module, x: torch.Tensor, hf: bool) -> Callable[[], float]:
+    """A closure running one full training step and returning the loss."""
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.01)
+    model.train()
+
+    def step() -> float:
+        loss = model(past_values=x).loss if hf else model(x)["loss"]
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        return float(loss.detach())
+
+    return step
+
+
+def timed_window(step: Callable[[], float], steps: int) -> tuple[float, float]:
+    """(wall seconds, process CPU seconds) for ``steps`` training steps."""
+    wall, cpu = time.perf_counter(), time.process_time()
+    for _ in range(steps):
+        step()
+    return time.perf_counter() - wall, time.process_time() - cpu
+
+
+def peak_rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+
+
+def n_params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--seq-len", type=int, default=512)
+    ap.add_argument("--channels", type=int, default=64)
+    ap.add_argument("--warmup", type=int, default=2, help="untimed steps per model")
+    ap.add_argument("--repeats", type=int, default=5, help="timed windows per model (N)")
+    ap.add_argument("--steps", type=int, default=3, help="training steps per window (M)")
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args()
+
+    import transformers
+
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    x = torch.randn(args.batch, args.seq_len, args.channels)
+
+    rss = {"start": peak_rss_mib()}
+    models: dict[str, nn.Module] = {}
+    steps: dict[str, Callable[[], float]] = {}
+    first_loss: dict[str, float] = {}
+    for name in ("ours", "hf"):  # build + warm one model at a time so RSS steps are per model
+        models[name] = build_hf(args.channels, args.seq_len) if name == "hf" else build_ours(
+            args.seq_len)
+        steps[name] = step_fn(models[name], x, hf=name == "hf")
+        first_loss[name] = steps[name]()
+        for _ in range(args.warmup - 1):
+            steps[name]()
+        rss[name] = peak_rss_mib()
+
+    times: dict[str, list[float]] = {name: [] for name in models}
+    cpu: dict[str, list[float]] = {name: [] for name in models}
+    for _ in range(args.repeats):
+        for name, step in steps.items():
+            wall, used = timed_window(step, args.steps)
+            times[name].append(wall)
+            cpu[name].append(used)
+
+    with torch.no_grad():
+        ours_out = models["ours"](x)
+        hf_out = models["hf"].model(past_values=x)  # exposes HF's mask
+    masked = {"ours": int(ours_out["mask"][0, 0].sum()), "hf": int(hf_out.mask[0, 0].sum())}
+    shapes = {"ours": tuple(ours_out["recon"].shape), "hf": tuple(hf_out.patch_input.shape)}
+    labels = {"ours": "PatchTSTSSL (ours)", "hf": "HF PatchTSTForPretraining"}
+    n_windows = args.batch * args.steps
+    rate = {n: n_windows / statistics.median(t) for n, t in times.items()}
+    cpu_rate = {n: n_windows / statistics.median(t) for n, t in cpu.items()}
+
+    print(f"PatchTST SSL training step on CPU: torch {torch.__version__}, transformers "
+          f"{transformers.__version__}, Python {platform.python_version()}, "
+          f"torch threads {torch.get_num_threads()}")
+    print(f"input (B, T, C) = ({args.batch}, {args.seq_len}, {args.channels}) -> "
+          f"{args.batch * args.channels} series x {args.seq_len // PATCH} patches of {PATCH}; "
+          f"d_model {D_MODEL}, heads {N_HEADS}, layers {N_LAYERS}, ffn {D_FF}, "
+          f"mask ratio {MASK_RATIO}")
+    print(f"one step = forward + backward + AdamW; warm-up {args.warmup} steps, "
+          f"{args.repeats} repeats x {args.steps} steps, repeats interleaved")
+    print()
+    print("| model | params | masked/series | recon shape | windows/s median | min..max "
+          "| windows per CPU-s | peak RSS after its warm-up (MiB) |")
+    print("|---|---:|---:|---|---:|---|---:|---:|")
+    for name in models:
+        per = [n_windows / t for t in times[name]]
+        print(f"| {labels[name]} | {n_params(models[name]):,} | {masked[name]} | "
+              f"{shapes[name]} | {rate[name]:.1f} | {min(per):.1f}..{max(per):.1f} | "
+              f"{cpu_rate[name]:.1f} | {rss[name]:.0f} |")
+    print()
+    print(f"ratio ours/HF: {rate['ours'] / rate['hf']:.2f}x wall-clock (median windows/s), "
+          f"{cpu_rate['ours'] / cpu_rate['hf']:.2f}x per CPU-second (steadier on a busy host)")
+    print(f"peak RSS: {rss['start']:.0f} MiB at start, {rss['ours']:.0f} after ours, "
+          f"{peak_rss_mib():.0f} at the end (process-wide, ours built first)")
+    print(f"first-step loss: ours {first_loss['ours']:.4f}, HF {first_loss['hf']:.4f}")
+    flags = [f"--{k.replace('_', '-')}={v}" for k, v in vars(args).items()]
+    print("reproduce: python -m benchmarks.bench_patchtst_vs_hf " + shlex.join(flags))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,273 @@
+"""PatchTST-style self-supervised masked patch reconstruction (pure model, no I/O).
+
+A ``(B, T, C)`` batch is treated channel-independently: ``B*C`` univariate series, each cut
+into ``N = T / P`` non-overlapping patches of length ``P``.  Some patches per series are
+masked and the model reconstructs them; the loss is the MSE over masked patches only.
+
+Speed (MAE-style): the Transformer encoder sees only the visible patches, so with a 40 %
+mask it processes 60 % of the tokens.  A light decoder then lets one learned query per
+masked patch (mask token + positional embedding) cross-attend to the encoded visible
+patches, followed by an MLP, and a linear head maps each query back to ``P`` values.  The
+query side of that attention depends only on the patch position, so it is computed once
+per position, not once per series.  (Measured on synthetic sines, 1500 steps: a full
+self-attention decoder layer over all N tokens gave 15-30 % lower masked MSE but a ~27 %
+slower training step; dropping the decoder MLP saved ~5 % time for ~30 % higher MSE.)
+
+There is deliberately no RevIN / instance normalisation: inputs are already robust-scaled
+per channel, and a level shift of a whole window is an anomaly the model must not
+normalise away.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from models.masking import (
+    average_masked,
+    covering_masks,
+    masked_count,
+    n_covering_masks,
+    random_masks,
+)
+
+
+def _sincos_table(n: int, d: int) -> torch.Tensor:
+    """Sine/cosine table ``(n, d)`` used to *initialise* the learned positional embedding.
+
+    A tiny random init leaves the patch order almost invisible at the start, and masked
+    reconstruction then learns far more slowly (measured on synthetic sines: ~7x higher
+    masked MSE after 400 steps than with this init).
+    """
+    pos = torch.arange(n, dtype=torch.float32)[:, None]
+    freq = torch.exp(torch.arange(0, d, 2, dtype=torch.float32) * (-math.log(10000.0) / d))
+    table = torch.zeros(n, d)
+    table[:, 0::2] = torch.sin(pos * freq)
+    table[:, 1::2] = torch.cos(pos * freq)[:, : d // 2]
+    return table
+
+
+class _Attention(nn.Module):
+    """Multi-head attention on ``scaled_dot_product_attention`` (fused CPU/GPU kernels)."""
+
+    def __init__(self, d_model: int, n_heads: int, dropout: float) -> None:
+        super().__init__()
+        self.n_heads = n_heads
+        self.dropout = dropout
+        self.proj = nn.Linear(d_model, d_model)
+
+    def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """``q (S, Lq, D)``, ``k/v (S, Lk, D)`` -> ``(S, Lq, D)`` after the output projection."""
+        s, lq, d = q.shape
+        h = self.n_heads
+
+        def heads(t: torch.Tensor) -> torch.Tensor:
+            return t.view(s, -1, h, d // h).transpose(1, 2)
+
+        out = F.scaled_dot_product_attention(
+            heads(q), heads(k), heads(v), dropout_p=self.dropout if self.training else 0.0
+        )
+        return self.proj(out.transpose(1, 2).reshape(s, lq, d))
+
+
+def _feed_forward(d_model: int, d_ff: int, dropout: float) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Linear(d_model, d_ff), nn.GELU(), nn.Dropout(dropout), nn.Linear(d_ff, d_model)
+    )
+
+
+class _EncoderLayer(nn.Module):
+    """Pre-norm Transformer layer with one fused QKV projection."""
+
+    def __init__(self, d_model: int, n_heads: int, d_ff: int, dropout: float) -> None:
+        super().__init__()
+        self.norm1 = nn.LayerNorm(d_model)
+        self.qkv = nn.Linear(d_model, 3 * d_model)
+        self.attn = _Attention(d_model, n_heads, dropout)
+        self.norm2 = nn.LayerNorm(d_model)
+        self.ff = _feed_forward(d_model, d_ff, dropout)
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        q, k, v = self.qkv(self.norm1(x)).chunk(3, dim=-1)
+        x = x + self.drop(self.attn.attend(q, k, v))
+        return x + self.drop(self.ff(self.norm2(x)))
+
+
+class _MaskDecoder(nn.Module):
+    """Masked-patch queries cross-attend to the encoded visible patches, then an MLP."""
+
+    def __init__(self, d_model: int, n_heads: int, d_ff: int, dropout: float) -> None:
+        super().__init__()
+        self.norm_q = nn.LayerNorm(d_model)
+        self.q = nn.Linear(d_model, d_model)
+        self.kv = nn.Linear(d_model, 2 * d_model)
+        self.attn = _Attention(d_model, n_heads, dropout)
+        self.norm2 = nn.LayerNorm(d_model)
+        self.ff = _feed_forward(d_model, d_ff, dropout)
+        self.drop = nn.Dropout(dropout)
+
+    def forward(
+        self, queries: torch.Tensor, masked_idx: torch.Tensor, memory: torch.Tensor
+    ) -> torch.Tensor:
+        """Queries ``(N, D)`` by position, ``masked_idx (S, k)``, memory ``(S, V, D)`` -> (S, k, D).
+
+        Normalising and projecting the position-only queries before the gather costs N rows
+        instead of S*k rows.
+        """
+        q = self.q(self.norm_q(queries))[masked_idx]
+        k, v = self.kv(memory).chunk(2, dim=-1)
+        x = queries[masked_idx] + self.drop(self.attn.attend(q, k, v))
+        return x + self.drop(self.ff(self.norm2(x)))
+
+
+class PatchTSTSSL(nn.Module):
+    """Channel-independent masked patch reconstruction with an encoder over visible patches.
+
+    Args:
+        seq_len: window length ``T``; must be a multiple of ``patch_len``.
+        patch_len: patch length ``P`` (non-overlapping patches).
+        d_model, n_heads, n_layers, d_ff: Transformer encoder size; the decoder is one
+            cross-attention block of the same width.
+        dropout: dropout in attention, residual and feed-forward paths.
+        mask_ratio: fraction of patches masked per series; the count is
+            ``round(mask_ratio * N)`` clipped to ``[1, N - 1]``.
+    """
+
+    def __init__(
+        self,
+        seq_len: int,
+        patch_len: int,
+        d_model: int,
+        n_heads: int,
+        n_layers: int,
+        d_ff: int,
+        dropout: float = 0.0,
+        mask_ratio: float = 0.4,
+    ) -> None:
+        super().__init__()
+        if patch_len <= 0 or seq_len % patch_len:
+            raise ValueError(f"seq_len ({seq_len}) must be a multiple of patch_len ({patch_len})")
+        if d_model % n_heads:
+            raise ValueError(f"d_model ({d_model}) must be divisible by n_heads ({n_heads})")
+        if not 0.0 < mask_ratio < 1.0:
+            raise ValueError(f"mask_ratio must be in (0, 1), got {mask_ratio}")
+        self.seq_len = seq_len
+        self.patch_len = patch_len
+        self.mask_ratio = mask_ratio
+        self.n_masked = masked_count(mask_ratio, seq_len // patch_len)
+
+        self.embed = nn.Linear(patch_len, d_model)
+        self.pos = nn.Parameter(torch.zeros(self.n_patches, d_model))
+        self.mask_token = nn.Parameter(torch.zeros(d_model))
+        self.encoder = nn.ModuleList(
+            _EncoderLayer(d_model, n_heads, d_ff, dropout) for _ in range(n_layers)
+        )
+        self.norm = nn.LayerNorm(d_model)
+        self.decoder = _MaskDecoder(d_model, n_heads, d_ff, dropout)
+        self.head_norm = nn.LayerNorm(d_model)
+        self.head = nn.Linear(d_model, patch_len)
+        with torch.no_grad():
+            self.pos.copy_(_sincos_table(self.n_patches, d_model))
+        nn.init.trunc_normal_(self.mask_token, std=0.02)
+
+    @property
+    def n_patches(self) -> int:
+        return self.seq_len // self.patch_len
+
+    # ------------------------------------------------------------------ masks
+    def random_mask(
+        self,
+        batch: int,
+        n_channels: int,
+        device: torch.device | str,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        """Bool ``(B, C, N)``, True = masked, exactly ``n_masked`` per series.
+
+        ``generator`` (on ``device``) makes the draw reproducible.
+        """
+        return random_masks((batch, n_channels), self.n_patches, self.n_masked, device, generator)
+
+    def complementary_masks(
+        self, batch: int, n_channels: int, device: torch.device | str
+    ) -> list[torch.Tensor]:
+        """Fixed masks ``(B, C, N)`` (``n_masked`` each, same for every series) covering all.
+
+        Mask ``j`` hides an interleaved set of patches (see ``models.masking.covering_masks``);
+        there are ``ceil(N / n_masked)`` masks, so a few patches are hidden twice.  A
+        patch's score is the mean of its errors over the masks that hid it
+        (:meth:`scoring_errors` does exactly that).
+        """
+        keys = torch.arange(self.n_patches, device=device)
+        n_masks = n_covering_masks(self.n_patches, self.n_masked)
+        masks = covering_masks(keys % n_masks, self.n_masked)
+        return [m.expand(batch, n_channels, -1) for m in masks]
+
+    # ------------------------------------------------------------------ model
+    def _patchify(self, x: torch.Tensor) -> torch.Tensor:
+        """``(B, T, C)`` -> ``(B, C, N, P)``."""
+        b, t, c = x.shape
+        if t != self.seq_len:
+            raise ValueError(f"expected sequences of length {self.seq_len}, got {t}")
+        return x.transpose(1, 2).reshape(b, c, self.n_patches, self.patch_len)
+
+    def _masked_count(self, mask: torch.Tensor, lead: tuple[int, int]) -> int:
+        n = self.n_patches
+        if mask.shape != (*lead, n) or mask.dtype != torch.bool:
+            raise ValueError(f"mask must be a bool tensor of shape {(*lead, n)}, got "
+                             f"{mask.dtype} {tuple(mask.shape)}")
+        counts = mask.sum(dim=-1)
+        lo, hi = int(counts.min()), int(counts.max())
+        if lo != hi or not 0 < lo < n:
+            raise ValueError(f"every series must mask the same number of patches in [1, {n - 1}]"
+                             f", got counts from {lo} to {hi}")
+        return lo
+
+    def _predict(self, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Reconstruction ``(B, C, N, P)``: predictions at masked patches, the input elsewhere."""
+        b, c, n, p = target.shape
+        k = self._masked_count(mask, (b, c))
+        series = target.reshape(b * c, n, p)
+        # Stable sort puts the visible positions first, both groups in position order.
+        order = torch.argsort(mask.reshape(b * c, n).to(torch.uint8), dim=-1, stable=True)
+        visible_idx, masked_idx = order[:, : n - k], order[:, n - k :]
+
+        visible = torch.gather(series, 1, visible_idx.unsqueeze(-1).expand(-1, -1, p))
+        h = self.embed(visible) + self.pos[visible_idx]
+        for layer in self.encoder:
+            h = layer(h)
+        h = self.decoder(self.mask_token + self.pos, masked_idx, self.norm(h))
+        pred = self.head(self.head_norm(h)).to(series.dtype)  # autocast may give bf16
+
+        recon = series.scatter(1, masked_idx.unsqueeze(-1).expand(-1, -1, p), pred)
+        return recon.view(b, c, n, p)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """Reconstruct masked patches of ``x (B, T, C)``.
+
+        Returns ``loss`` (MSE over masked patches only), ``recon`` and ``target``
+        ``(B, C, N, P)`` and the ``mask`` ``(B, C, N)`` used (a random one when None).
+        ``recon`` equals ``target`` at visible patches: the model never predicts what it sees.
+        """
+        target = self._patchify(x)
+        if mask is None:
+            mask = self.random_mask(x.shape[0], x.shape[2], x.device)
+        recon = self._predict(target, mask)
+        sq = (recon - target).square().mean(dim=-1)
+        loss = (sq * mask).sum() / mask.sum()
+        return {"loss": loss, "recon": recon, "target": target, "mask": mask}
+
+    def patch_errors(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Per-patch MSE ``(B, C, N)`` of the reconstruction under ``mask`` (0 where visible)."""
+        target = self._patchify(x)
+        return (self._predict(target, mask) - target).square().mean(dim=-1)
+
+    def scoring_errors(self, x: torch.Tensor) -> torch.Tensor:
+        """Deterministic per-patch error ``(B, C, N)``: each patch averaged over the
+        :meth:`complementary_masks` that hid it (same input -> same score)."""
+        masks = self.complementary_masks(x.shape[0], x.shape[2], x.device)
+        return average_masked([self.patch_errors(x, m) for m in masks], masks)
