@@ -22,6 +22,12 @@ test: venv
 	$(VENV)/bin/ruff check .
 	$(PY) -m pytest -q
 
+docs-local:
+	$(PYTHON) scripts/switch_docs.py local
+
+docs-baseline:
+	$(PYTHON) scripts/switch_docs.py baseline
+
 lint: venv
 	$(VENV)/bin/ruff check .
 
