@@ -8,7 +8,7 @@ import os
 from core.config import add_config_args, config_from_args
 from core.paths import display_path
 from engine.trainer import BuildFn, fit
-from pipelines.status import set_progress
+from pipelines.status import set_node, set_progress
 from sensor_data.dqvl_report import new_run_id
 
 
@@ -51,6 +51,11 @@ def train_main(
     )
     if result.history:
         last = result.history[-1]
+        set_node(
+            f"{stream}_training",
+            "done",
+            f"{len(result.history)} epochs, val loss {last['val_loss']:.4g}",
+        )
         print(
             f"[{stream}] done: {len(result.history)} epochs, train_loss={last['train_loss']:.5f}, "
             f"val_loss={last['val_loss']:.5f}; checkpoint {display_path(result.paths.checkpoint)}, "

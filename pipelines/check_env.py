@@ -18,6 +18,7 @@ import platform
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
+from importlib import metadata
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -26,7 +27,7 @@ from core.cli import run_main
 from core.paths import repo_root
 
 MIN_PYTHON = (3, 11)
-# import name -> label shown in the table
+# import name -> label shown in the table; the label's first word is the distribution name
 REQUIRED_PACKAGES: dict[str, str] = {
     "timm": "timm",
     "numpy": "numpy",
@@ -92,7 +93,11 @@ def check_package(name: str, label: str, importer: Importer) -> Row:
     except Exception as exc:  # a broken install can raise anything at import time
         return Row(label, "FAIL", f"not importable ({type(exc).__name__}: {exc}); "
                    "run: make venv  (or pip install -r requirements.txt -c requirements.lock)")
-    return Row(label, "OK", str(getattr(module, "__version__", "installed")))
+    try:  # the installed distribution's version (a module's __version__ can lag behind)
+        version = metadata.version(label.split()[0])
+    except metadata.PackageNotFoundError:
+        version = str(getattr(module, "__version__", "installed"))
+    return Row(label, "OK", version)
 
 
 def check_writable(root: Path, rel: str) -> Row:

@@ -20,7 +20,7 @@ from core.cli import run_main
 from core.config import dump_yaml, effective_config, load_config
 from core.errors import UserError
 from core.io import atomic_write_text
-from core.paths import display_path, repo_root, resolve_path
+from core.paths import REPO_ROOT, display_path, repo_root, resolve_path
 from sensor_data.demo import materialise_demo
 from sensor_data.dqvl_report import new_run_id
 
@@ -50,7 +50,7 @@ def runtime_configs(profile: str | None) -> dict[str, str]:
 def _step(title: str, args: list[str]) -> None:
     print(f"\n=== {title}\n$ python {' '.join(args)}", flush=True)
     start = time.perf_counter()
-    code = subprocess.call([sys.executable, *args], cwd=resolve_path("."))
+    code = subprocess.call([sys.executable, *args], cwd=REPO_ROOT)
     if code != 0:
         raise UserError(f"step '{title}' failed (exit {code}); see the output above")
     print(f"--- {title}: done in {time.perf_counter() - start:.0f}s", flush=True)
