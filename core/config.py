@@ -65,6 +65,12 @@ class ScoringConfig(Section):
     aggregation: Literal["mean", "max", "topk"] = "mean"
     top_k: PosInt = 3
     batch_size: PosInt = 64
+    # raw: reconstruction error as is.  relative: |log(error / normal error)| per channel
+    # (FDC) or per axis and frequency row (vibration), with the normal error profile
+    # measured at calibration.  Scalograms are normalised per image, so a strong fault band
+    # shrinks the error everywhere else; relative errors see that change of shape.
+    # auto: relative for swinmae, raw for patchtst.
+    error_profile: Literal["auto", "raw", "relative"] = "auto"
 
 
 class DqvlBase(Section):
