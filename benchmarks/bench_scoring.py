@@ -1,0 +1,109 @@
+"""Scoring throughput of ``inference.scoring.infer_score`` per stream (windows per second).
+
+Models are built from the stream configs (default: the CPU baseline configs) with random
+weights: throughput does not depend on the weight values.  Inputs are random normalised
+windows ``(B, seq_len, C)`` (FDC) and random scalograms ``(B, 3, H, W)`` (vibration); the
+scalogram computation itself is measured by ``benchmarks.bench_cwt``.
+
+Reference in the same run: one plain masked forward pass of the same model on the same
+batch (what a training step's forward costs).  Deterministic scoring runs one forward per
+complementary mask, so ``ratio = score time / one forward`` should be close to the number
+of masks; a ratio well above it would point at overhead in the scoring code.  Figures are
+medians over ``--repeats`` after one warm-up.  Run:
+    python -m benchmarks.bench_scoring --threads 2 [--device cuda]
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import statistics
+import sys
+import time
+from collections.abc import Callable
+
+import torch
+
+from core.config import load_config
+from engine.builders import build_model
+from inference.scoring import infer_score
+
+
+def _median_seconds(fn: Callable[[], object], repeats: int, device: torch.device) -> float:
+    fn()  # warm-up (allocations, kernel selection)
+    times = []
+    for _ in range(repeats):
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        t0 = time.perf_counter()
+        fn()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def bench_stream(stream: str, config: str, batch: int, channels: int, repeats: int,
+                 device: torch.device) -> dict[str, float]:
+    cfg = load_config(config, stream=stream)
+    meta = {"n_channels": channels, "channels": [f"c{i}" for i in range(channels)]}
+    model = build_model(cfg, meta).to(device).eval()
+    gen = torch.Generator().manual_seed(0)
+    if stream == "patchtst":
+        x = torch.randn(batch, cfg.data.seq_len, channels, generator=gen)
+        n_masks = len(model.complementary_masks(1, channels, "cpu"))
+    else:
+        size = cfg.image.size
+        x = torch.randn(batch, 3, size, size, generator=gen)
+        n_masks = len(model.complementary_masks(1, "cpu"))
+    x = x.to(device)
+    amp = cfg.device.amp
+
+    def score() -> object:
+        return infer_score(x, model, stream, aggregation=cfg.scoring.aggregation,
+                           top_k=cfg.scoring.top_k, amp=amp)
+
+    def forward() -> object:
+        with torch.inference_mode():
+            return model(x)["loss"]
+
+    t_score = _median_seconds(score, repeats, device)
+    t_fwd = _median_seconds(forward, repeats, device)
+    return {"windows_per_s": batch / t_score, "forward_windows_per_s": batch / t_fwd,
+            "ratio": t_score / t_fwd, "n_masks": n_masks}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m benchmarks.bench_scoring",
+                                description=__doc__.split("\n\n")[0])
+    p.add_argument("--patch-config", default="configs/patchtst_ssl.yaml")
+    p.add_argument("--swin-config", default="configs/swinmae_ssl.yaml")
+    p.add_argument("--channels", type=int, default=52, help="FDC channels (TEP has 52)")
+    p.add_argument("--batch", type=int, default=64)
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    if args.device == "cuda" and not torch.cuda.is_available():
+        print("--device cuda: no CUDA device available", file=sys.stderr)
+        return 2
+    device = torch.device(args.device)
+    label = torch.cuda.get_device_name(device) if device.type == "cuda" else (
+        f"cpu, {args.threads} threads")
+    print(f"scoring throughput ({label}), batch {args.batch}, median of {args.repeats}")
+    print(f"{'stream':<9} {'config':<28} {'score win/s':>12} {'1 fwd win/s':>12} "
+          f"{'ratio':>6} {'masks':>5}")
+    for stream, config in (("patchtst", args.patch_config), ("swinmae", args.swin_config)):
+        r = bench_stream(stream, config, args.batch, args.channels, args.repeats, device)
+        print(f"{stream:<9} {config:<28} {r['windows_per_s']:>12.1f} "
+              f"{r['forward_windows_per_s']:>12.1f} {r['ratio']:>6.2f} {r['n_masks']:>5d}")
+    print("ratio = deterministic score time / one masked forward (expected ~ masks)")
+    cmd = "python -m benchmarks.bench_scoring " + shlex.join(sys.argv[1:] if argv is None
+                                                             else argv)
+    print(f"reproduce: {cmd.strip()}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,290 @@
+"""Decision thresholds per stream from held-out NORMAL calibration files.
+
+Why held-out: a model reconstructs its own training windows better than new normal data,
+so thresholds taken from training windows would be too low and raise false alarms on
+every new file.  Calibration therefore refuses any file that is also training data (same
+path, or the same bytes under another name) — see docs/calibration_split_policy.md.
+
+Levels (false-alarm targets on normal data):
+- ``warn``    = quantile ``warn_quantile`` of the calibration window scores (0.99 means
+  about 1 % of normal windows exceed it);
+- ``anomaly`` = quantile ``anomaly_quantile`` (``anomaly_method: quantile``) or the largest
+  calibration score times ``anomaly_margin`` (``max_margin``), never below ``warn``.
+
+Relative scores (``scoring.error_profile``, the vibration default) need the normal error
+profile: it comes from the first half (by time) of each calibration file's windows and the
+thresholds from the second half, so no window sets both.
+
+A window's level is ``anomaly`` if its score is above ``anomaly``, else ``warn`` if above
+``warn``, else ``normal``.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from core.config import StreamConfig
+from core.errors import DataError, UserError
+from core.io import atomic_write_json
+from core.paths import display_path, resolve_path
+from engine.checkpoint import created_now
+from inference.checkpoint_io import Trained, file_sha256
+
+SCHEMA_VERSION = "1.0"
+LEVELS = ("normal", "warn", "anomaly")
+Quantile = Annotated[float, Field(gt=0.5, lt=1)]
+
+
+class ThresholdPolicy(BaseModel):
+    """How calibration scores become ``warn`` / ``anomaly`` thresholds."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    warn_quantile: Quantile = 0.99
+    anomaly_method: Literal["quantile", "max_margin"] = "quantile"
+    anomaly_quantile: Quantile = 0.999
+    anomaly_margin: Annotated[float, Field(ge=1)] = 1.2
+    min_windows: Annotated[int, Field(ge=1)] = 20
+
+    @model_validator(mode="after")
+    def _ordered(self) -> ThresholdPolicy:
+        if self.anomaly_method == "quantile" and self.anomaly_quantile <= self.warn_quantile:
+            raise ValueError(
+                f"anomaly_quantile ({self.anomaly_quantile}) must be > warn_quantile "
+                f"({self.warn_quantile})"
+            )
+        return self
+
+    def describe(self) -> str:
+        anomaly = (
+            f"quantile {self.anomaly_quantile}"
+            if self.anomaly_method == "quantile"
+            else f"max x {self.anomaly_margin}"
+        )
+        return f"warn = quantile {self.warn_quantile}, anomaly = {anomaly} of calibration scores"
+
+
+# --------------------------------------------------------------------------- thresholds
+def thresholds_from_scores(scores: np.ndarray, policy: ThresholdPolicy) -> tuple[float, float]:
+    """``(warn, anomaly)`` from normal calibration window scores."""
+    scores = np.asarray(scores, dtype=np.float64)
+    scores = scores[np.isfinite(scores)]
+    if scores.size == 0:
+        raise DataError("calibration: no finite window score")
+    warn = float(np.quantile(scores, policy.warn_quantile))
+    if policy.anomaly_method == "quantile":
+        anomaly = float(np.quantile(scores, policy.anomaly_quantile))
+    else:
+        anomaly = float(scores.max() * policy.anomaly_margin)
+    return warn, max(anomaly, warn)
+
+
+def levels(scores: np.ndarray, warn: float, anomaly: float) -> np.ndarray:
+    """``normal`` / ``warn`` / ``anomaly`` per score (strictly above a threshold)."""
+    idx = (np.asarray(scores) > warn).astype(int) + (np.asarray(scores) > anomaly).astype(int)
+    return np.asarray(LEVELS, dtype=object)[idx]
+
+
+# --------------------------------------------------------------------------- split policy
+def expand_globs(patterns: str | Sequence[str]) -> list[Path]:
+    """Files matched by repository-relative glob(s), resolved and sorted."""
+    pats = [patterns] if isinstance(patterns, str) else list(patterns)
+    found = {
+        Path(p).resolve()
+        for pat in pats
+        for p in glob.glob(str(resolve_path(pat)), recursive=True)
+        if Path(p).is_file()
+    }
+    return sorted(found)
+
+
+def training_patterns(*cfgs: StreamConfig) -> list[str]:
+    """Training globs of every config that reads files (a synthetic source has none)."""
+    out: list[str] = []
+    for cfg in cfgs:
+        if cfg.data.source == "files":
+            paths = [cfg.data.path] if isinstance(cfg.data.path, str) else cfg.data.path
+            out.extend(p for p in paths if p not in out)
+    return out
+
+
+def check_held_out(calib_files: Sequence[Path], train_patterns: Sequence[str]) -> None:
+    """UserError if a calibration file is also training data (same path or same bytes)."""
+    train_files = expand_globs(list(train_patterns)) if train_patterns else []
+    train_set = set(train_files)
+    by_size: dict[int, list[Path]] = {}
+    for p in train_files:
+        by_size.setdefault(p.stat().st_size, []).append(p)
+    shown_globs = ", ".join(train_patterns)
+    for f in calib_files:
+        path = Path(f).resolve()
+        if path in train_set:
+            raise UserError(
+                f"{display_path(path)}: calibration file is also matched by the training "
+                f"data path ({shown_globs}); calibration must use held-out normal files"
+            )
+        same_size = by_size.get(path.stat().st_size, [])
+        if same_size:
+            digest = file_sha256(path)
+            twin = next((t for t in same_size if file_sha256(t) == digest), None)
+            if twin is not None:
+                raise UserError(
+                    f"{display_path(path)}: calibration file has the same content as training "
+                    f"file {display_path(twin)}; calibration must use held-out normal files"
+                )
+
+
+# --------------------------------------------------------------------------- calibrate
+PROFILE_SPLIT = (
+    "normal error profile from the first half (by time) of each calibration file's windows; "
+    "thresholds from the second half"
+)
+
+
+def scoring_key(stream: str, cfg: StreamConfig) -> dict[str, Any]:
+    """The scoring settings thresholds depend on (a change makes them stale)."""
+    from inference.scoring import profile_mode
+
+    return {
+        "aggregation": cfg.scoring.aggregation,
+        "top_k": cfg.scoring.top_k,
+        "error_profile": profile_mode(stream, cfg.scoring.error_profile),
+    }
+
+
+def reference_windows(file_ids: Sequence[str], starts: np.ndarray) -> np.ndarray:
+    """True for windows in the first half (by start) of their file.
+
+    Relative scores need a normal error profile; taking it from the first half of each
+    calibration file and the thresholds from the second half keeps the windows that set
+    the profile out of the quantiles.
+    """
+    ids = np.asarray(file_ids, dtype=object)
+    ref = np.zeros(len(ids), dtype=bool)
+    for fid in dict.fromkeys(file_ids):
+        idx = np.flatnonzero(ids == fid)
+        order = idx[np.argsort(np.asarray(starts)[idx], kind="stable")]
+        ref[order[: (len(order) + 1) // 2]] = True
+    return ref
+
+
+def thresholds_path(calib_dir: str | Path, stream: str) -> Path:
+    return resolve_path(calib_dir) / f"{stream}_thresholds.json"
+
+
+def calibrate(
+    trained: Trained,
+    cfg: StreamConfig,
+    calib_patterns: str | Sequence[str],
+    policy: ThresholdPolicy,
+    out_path: Path,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Score held-out normal files, derive thresholds and write them as JSON (atomically).
+
+    ``cfg`` supplies data and DQVL settings (it must match the checkpoint on the model);
+    the training globs of both ``cfg`` and the checkpoint's own config are excluded.
+    """
+    from inference.scoring import breakdown, profile_mode, score_files
+
+    pats = [calib_patterns] if isinstance(calib_patterns, str) else list(calib_patterns)
+    files = [p for p in expand_globs(pats) if p.name != "labels.csv"]
+    if not files:
+        raise DataError(f"calibration: no file matches {', '.join(pats)}")
+    check_held_out(files, training_patterns(trained.cfg, cfg))
+    scored = score_files(trained, cfg, files, progress=progress)
+    mode = profile_mode(trained.stream, cfg.scoring.error_profile)
+    s = scored.scores
+    profile: dict[str, Any] = {"mode": mode}
+    if mode == "relative":
+        ref = reference_windows(scored.file_ids, scored.starts)
+        values = scored.aux["basis"][ref].mean(axis=0) if ref.any() else None
+        if values is not None:
+            s, _ = breakdown(scored.aux["basis"][~ref], trained.stream,
+                             aggregation=cfg.scoring.aggregation, top_k=cfg.scoring.top_k,
+                             profile=values)
+            profile.update(values=values.tolist(), n_windows=int(ref.sum()), split=PROFILE_SPLIT)
+    if len(s) < policy.min_windows:
+        raise DataError(
+            f"calibration: only {len(s)} threshold windows from {len(files)} file(s) "
+            f"({', '.join(pats)}); need at least {policy.min_windows} (add normal files)"
+        )
+    warn, anomaly = thresholds_from_scores(s, policy)
+    result = {
+        "schema_version": SCHEMA_VERSION,
+        "stream": trained.stream,
+        "warn": warn,
+        "anomaly": anomaly,
+        "method": policy.describe(),
+        "n_windows": int(len(s)),
+        "source_files": [
+            display_path(p) for p in files if {p.name, display_path(p)} & set(scored.kept)
+        ],
+        "dropped_files": scored.dropped,
+        "training_paths_excluded": training_patterns(trained.cfg, cfg),
+        "checkpoint": trained.ckpt_info["path"],
+        "checkpoint_sha256": trained.ckpt_info["sha256"],
+        "checkpoint_created": trained.ckpt_info["created"],
+        "scoring": scoring_key(trained.stream, cfg),
+        "error_profile": profile,
+        "policy": policy.model_dump(),
+        "score_summary": {
+            "min": float(s.min()),
+            "median": float(np.median(s)),
+            "max": float(s.max()),
+            "fraction_above_warn": float(np.mean(s > warn)),
+            "fraction_above_anomaly": float(np.mean(s > anomaly)),
+        },
+        "created": created_now(),
+    }
+    atomic_write_json(out_path, result)
+    return result
+
+
+REQUIRED = ("stream", "warn", "anomaly", "checkpoint_sha256", "scoring")
+
+
+def load_thresholds(path: Path, stream: str) -> dict[str, Any]:
+    """Read and check a thresholds JSON written by :func:`calibrate`."""
+    shown = display_path(path)
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise DataError(f"{shown}: thresholds not found (run calibration)") from None
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise DataError(f"{shown}: thresholds file is not valid JSON") from None
+    if not isinstance(data, dict) or any(k not in data for k in REQUIRED):
+        raise DataError(f"{shown}: not a thresholds file (needs {', '.join(REQUIRED)})")
+    if data["stream"] != stream:
+        raise DataError(f"{shown}: thresholds are for stream {data['stream']!r}, not {stream!r}")
+    try:
+        warn, anomaly = float(data["warn"]), float(data["anomaly"])
+    except (TypeError, ValueError):
+        raise DataError(f"{shown}: warn/anomaly must be numbers") from None
+    if not (np.isfinite(warn) and np.isfinite(anomaly) and anomaly >= warn):
+        raise DataError(f"{shown}: need finite thresholds with anomaly >= warn")
+    return data
+
+
+def stale_reason(thresholds: dict[str, Any], trained: Trained, cfg: StreamConfig) -> str | None:
+    """Why saved thresholds no longer fit this checkpoint / scoring setup (None: they do)."""
+    if thresholds.get("checkpoint_sha256") != trained.ckpt_info["sha256"]:
+        return "the checkpoint changed since calibration"
+    if thresholds.get("scoring") != scoring_key(trained.stream, cfg):
+        return "the scoring settings changed since calibration"
+    return None
+
+
+def threshold_profile(thresholds: dict[str, Any]) -> np.ndarray | None:
+    """The normal error profile stored with relative-score thresholds (None for raw)."""
+    profile = thresholds.get("error_profile") or {}
+    if profile.get("mode") != "relative":
+        return None
+    return np.asarray(profile["values"], dtype=np.float32)
