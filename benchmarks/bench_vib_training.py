@@ -78,8 +78,8 @@ def run_once(cfg: SwinMAEConfig, windows: np.ndarray, epochs: int, naive: bool) 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.bench_vib_training")
-    parser.add_argument("--windows", type=int, default=96, help="raw windows (default 96)")
-    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--windows", type=int, default=32, help="raw windows (default 32)")
+    parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args(argv)
