@@ -14,3 +14,18 @@ def repo_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """Point core.paths.repo_root() (and subprocesses) at an empty temporary root."""
     monkeypatch.setenv("SSL_REPO_ROOT", str(tmp_path))
     return tmp_path
+
+
+@pytest.fixture(scope="session")
+def tiny(tmp_path_factory: pytest.TempPathFactory):
+    """Tiny trained checkpoints of both streams, built once per session."""
+    from tests.test_scoring import tiny_models
+
+    return tiny_models(tmp_path_factory)
+
+
+@pytest.fixture
+def root(tiny, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The tiny models' repository root, active for core.paths."""
+    monkeypatch.setenv("SSL_REPO_ROOT", str(tiny.root))
+    return tiny.root

@@ -26,21 +26,10 @@ from inference.checkpoint_io import file_sha256, load_trained
 from inference.scoring import breakdown
 from pipelines.run_local_test_pipeline import FileRule, file_level, load_decision_config
 from pipelines.run_local_test_pipeline import main as pipeline_main
-from tests.test_scoring import FDC_START_S, TinyModels, tiny_models, write_fdc, write_vib
+from tests.test_scoring import FDC_START_S, write_fdc, write_vib
 
 CONTRACT_KEYS = {"schema_version", "stream", "warn", "anomaly", "method", "n_windows",
                  "source_files", "checkpoint", "created"}
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory: pytest.TempPathFactory) -> TinyModels:
-    return tiny_models(tmp_path_factory)
-
-
-@pytest.fixture
-def root(tiny: TinyModels, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.setenv("SSL_REPO_ROOT", str(tiny.root))
-    return tiny.root
 
 
 # --------------------------------------------------------------------------- pure rules

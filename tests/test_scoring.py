@@ -142,15 +142,6 @@ def tiny_models(factory: pytest.TempPathFactory) -> TinyModels:
     return _CACHE["models"]
 
 
-@pytest.fixture(scope="session")
-def tiny(tmp_path_factory: pytest.TempPathFactory) -> TinyModels:
-    return tiny_models(tmp_path_factory)
-
-
-@pytest.fixture
-def root(tiny: TinyModels, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.setenv("SSL_REPO_ROOT", str(tiny.root))
-    return tiny.root
 
 
 def _fdc_batch(root: Path, n: int = 8) -> torch.Tensor:
