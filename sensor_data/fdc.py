@@ -9,7 +9,6 @@ in several full copies.  Every expected problem with a file raises
 
 from __future__ import annotations
 
-import codecs
 import re
 import warnings
 from collections.abc import Iterable, Iterator, Sequence
@@ -23,12 +22,12 @@ import pyarrow.parquet as pq
 
 from core.errors import ConfigError, DataError
 from core.paths import display_path
+from sensor_data.files import sniff_utf8_text
 
 CSV_SUFFIXES = (".csv",)
 PARQUET_SUFFIXES = (".parquet", ".pq")
 SUPPORTED_SUFFIXES = CSV_SUFFIXES + PARQUET_SUFFIXES
 TIMESTAMP_NAMES = ("timestamp", "time")
-_SNIFF_BYTES = 64 * 1024
 _CHUNK_CELLS = 2_000_000  # values converted per chunk: bounds the float64 staging memory
 # What pandas raises for text it cannot parse as CSV (garbage, ragged rows, bad bytes).
 _CSV_ERRORS = (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, ValueError)
@@ -181,22 +180,6 @@ def table_from_frame(
     )
 
 
-def _sniff_text(path: Path, shown: str) -> None:
-    """Reject binary or non-UTF-8 content up front with a precise message."""
-    with path.open("rb") as fh:
-        head = fh.read(_SNIFF_BYTES)
-    if b"\x00" in head:
-        raise DataError(
-            f"{shown}: binary content or a UTF-16/32 encoding (NUL bytes); expected UTF-8 CSV text"
-        )
-    try:
-        codecs.getincrementaldecoder("utf-8")().decode(head, final=False)
-    except UnicodeDecodeError as exc:
-        raise DataError(
-            f"{shown}: not UTF-8 text (byte {exc.start}: wrong encoding or binary data)"
-        ) from None
-
-
 def _csv_error(shown: str, exc: Exception) -> DataError:
     if isinstance(exc, UnicodeDecodeError):
         return DataError(f"{shown}: not UTF-8 text (wrong encoding or binary data)")
@@ -224,7 +207,7 @@ def _chunk_rows(n_columns: int) -> int:
 
 
 def _csv_header(path: Path, shown: str) -> list[str]:
-    _sniff_text(path, shown)
+    sniff_utf8_text(path, shown)
     try:
         return [str(c) for c in pd.read_csv(path, nrows=0, encoding="utf-8").columns]
     except _CSV_ERRORS as exc:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 import glob
 from collections.abc import Sequence
 from pathlib import Path
@@ -9,6 +10,7 @@ from pathlib import Path
 from core.errors import DataError
 from core.paths import resolve_path
 
+_SNIFF_BYTES = 64 * 1024
 LABELS_FILE = "labels.csv"  # reserved: a ground-truth table beside test files, never data
 
 
@@ -36,3 +38,19 @@ def list_data_files(
             f"data.path: no {kind} file matches {shown} (paths are relative to the repository root)"
         )
     return files
+
+
+def sniff_utf8_text(path: Path, shown: str) -> None:
+    """Reject binary or non-UTF-8 content up front with a precise message."""
+    with path.open("rb") as fh:
+        head = fh.read(_SNIFF_BYTES)
+    if b"\x00" in head:
+        raise DataError(
+            f"{shown}: binary data or a UTF-16/32 encoding (NUL bytes); expected UTF-8 text"
+        )
+    try:
+        codecs.getincrementaldecoder("utf-8")().decode(head, final=False)
+    except UnicodeDecodeError as exc:
+        raise DataError(
+            f"{shown}: not UTF-8 text (byte {exc.start}: wrong encoding or binary data)"
+        ) from None

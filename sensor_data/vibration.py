@@ -20,11 +20,11 @@ import pandas as pd
 
 from core.errors import DataError
 from core.paths import display_path
+from sensor_data.files import sniff_utf8_text
 
 AXES: tuple[str, str, str] = ("x", "y", "z")
 TIMESTAMP_NAMES: tuple[str, ...] = ("timestamp", "time")
 SUFFIXES: tuple[str, ...] = (".csv", ".parquet", ".npy")
-_SNIFF_BYTES = 65536
 _NPY_MAGIC = b"\x93NUMPY"
 _PICKLE_PROTO = b"\x80"  # first byte of a pickle (protocol 2 or later)
 
@@ -119,18 +119,8 @@ def _read_npy(path: Path, shown: str) -> VibTable:
 
 
 # --------------------------------------------------------------------------- CSV / Parquet
-def _sniff_text(path: Path, shown: str) -> None:
-    """Reject binary data before pandas produces a confusing parser error."""
-    with path.open("rb") as fh:
-        head = fh.read(_SNIFF_BYTES)
-    if b"\x00" in head:
-        raise DataError(
-            f"{shown}: contains NUL bytes: binary data or a non-UTF-8 encoding such as UTF-16"
-        )
-
-
 def _csv_header(path: Path, shown: str) -> list[str]:
-    _sniff_text(path, shown)
+    sniff_utf8_text(path, shown)
     try:
         header = pd.read_csv(path, nrows=0, encoding="utf-8-sig")
     except UnicodeDecodeError:

@@ -91,7 +91,7 @@ def test_numeric_timestamps_are_seconds_and_text_columns_are_excluded(root: Path
         ("empty.csv", b"", "empty file"),
         ("header.csv", b"timestamp,a\n", "header only"),
         ("blank.csv", b"\n\n", "cannot parse as CSV"),
-        ("bin.csv", b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR", "binary content"),
+        ("bin.csv", b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR", "binary data"),
         ("latin.csv", "temp\u00e9rature\n1\n".encode("latin-1"), "not UTF-8"),
         ("ragged.csv", b"a,b\n1,2\n3,4,5,6\n", "cannot parse as CSV"),
         ("bad.parquet", b"not parquet at all", "not a readable Parquet file"),
