@@ -128,7 +128,9 @@ def main(argv: list[str] | None = None) -> int:
         "  decisions:   artifacts/decisions/decisions.json (and *_windows.csv, file_summary.csv)\n"
         "  loss curves: artifacts/loss/patchtst_loss_curve.png, artifacts/loss/"
         "swinmae_loss_curve.png\n"
-        f"  bundle:      {display_path(resolve_path('artifacts/bundles'))}/"
+        f"  bundle:      {display_path(resolve_path('artifacts/bundles'))}/\n"
+        f"  configs:     {configs['patchtst']}, {configs['swinmae']} "
+        "(pass these to --config when scoring these checkpoints)"
     )
     return 0
 
