@@ -23,23 +23,15 @@ import pytest
 import uvicorn
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
+from tests.test_dashboard_api import RUN_ID, populate
 from training_dashboard.server import _group_alive, create_app
 
 FIXTURES = Path(__file__).parent / "fixtures" / "dashboard"
 FAKE = FIXTURES / "fake_pipeline.py"
-RUN_ID = "20260223T101500Z"
 TOKEN = "browser-token-0123456789abcdef"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
 VIEWPORT = {"width": 1280, "height": 800}
-
-
-def populate(root: Path) -> Path:
-    data = root / "training_dashboard" / "data"
-    shutil.copytree(FIXTURES / "runs", data / "runs")
-    shutil.copy(FIXTURES / "dashboard-state.json", data / "dashboard-state.json")
-    shutil.copy(FIXTURES / "dashboard-state.json", data / "runs" / f"{RUN_ID}.json")
-    return root
 
 
 @contextmanager
