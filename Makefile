@@ -1,12 +1,13 @@
 # Two commands: `make run` (the main job on the demo data) and `make test` (lint + tests).
 # Both create or refresh .venv first; a stamp file makes that a no-op when nothing changed.
+# `make test` also makes sure Chromium is installed (`make browser`, for the browser tests).
 SHELL := /bin/bash
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.requirements-stamp
 
-.PHONY: venv run test lint bench docs-local docs-baseline clean-outputs
+.PHONY: venv browser run test lint bench docs-local docs-baseline clean-outputs
 
 venv: $(STAMP)
 
@@ -15,10 +16,15 @@ $(STAMP): requirements.txt requirements.lock
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt -c requirements.lock
 	@touch $(STAMP)
 
+# Debian's chromium for tests/test_dashboard_browser.py: installed with apt-get when running
+# as root, otherwise this fails with the one command to run.
+browser:
+	@bash scripts/ensure_chromium.sh
+
 run: venv
 	$(PY) -m pipelines.run_main_job
 
-test: venv
+test: venv browser
 	$(VENV)/bin/ruff check .
 	$(PY) -m pytest -q
 
