@@ -13,7 +13,8 @@ import numpy as np
 
 from core.config import VibDqvlConfig
 from sensor_data.dqvl_report import DqvlReport
-from sensor_data.vibration import AXES, VibTable, timestamps_seconds
+from sensor_data.timestamps import timestamps_seconds
+from sensor_data.vibration import AXES, VibTable
 
 STREAM = "swinmae"
 # Backwards, duplicated or unparsable timestamp steps tolerated before the file is dropped

@@ -10,7 +10,6 @@ in several full copies.  Every expected problem with a file raises
 from __future__ import annotations
 
 import re
-import warnings
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,11 +22,11 @@ import pyarrow.parquet as pq
 from core.errors import ConfigError, DataError
 from core.paths import display_path
 from sensor_data.files import sniff_utf8_text
+from sensor_data.timestamps import find_timestamp_col, parse_timestamps
 
 CSV_SUFFIXES = (".csv",)
 PARQUET_SUFFIXES = (".parquet", ".pq")
 SUPPORTED_SUFFIXES = CSV_SUFFIXES + PARQUET_SUFFIXES
-TIMESTAMP_NAMES = ("timestamp", "time")
 _CHUNK_CELLS = 2_000_000  # values converted per chunk: bounds the float64 staging memory
 # What pandas raises for text it cannot parse as CSV (garbage, ragged rows, bad bytes).
 _CSV_ERRORS = (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, ValueError)
@@ -47,13 +46,6 @@ class FdcTable:
     @property
     def n_rows(self) -> int:
         return int(self.values.shape[0])
-
-
-def find_timestamp_col(columns: Sequence[str], configured: str | None) -> str | None:
-    """The configured column if present, else the first named timestamp/time (any case)."""
-    if configured is not None:
-        return configured if configured in columns else None
-    return next((c for c in columns if c.strip().lower() in TIMESTAMP_NAMES), None)
 
 
 def select_channels(
@@ -77,24 +69,6 @@ def select_channels(
             raise ConfigError(f"data.channel_regex: invalid regular expression ({exc})") from None
         return [c for c in candidates if pattern.search(c)]
     return candidates
-
-
-def parse_timestamps(column: pd.Series) -> np.ndarray:
-    """Stamps as naive UTC datetime64[ns]; NaT where unparsable.
-
-    Numeric stamps are read as seconds (epoch or relative), which keeps the observed
-    sampling period meaningful; time-zone aware stamps are converted to UTC.
-    """
-    numeric = pd.api.types.is_numeric_dtype(column) and not pd.api.types.is_bool_dtype(column)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # "could not infer format": coerce gives NaT
-            parsed = pd.to_datetime(
-                column, unit="s" if numeric else None, errors="coerce", utc=True
-            )
-            return parsed.dt.tz_localize(None).to_numpy(dtype="datetime64[ns]")
-    except (ValueError, OverflowError, TypeError):  # e.g. out of the datetime64[ns] range
-        return np.full(len(column), np.datetime64("NaT"), dtype="datetime64[ns]")
 
 
 class _TableBuilder:

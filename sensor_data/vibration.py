@@ -11,7 +11,6 @@ straight to float32; NPY is memory-mapped and cast to float32 once.
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,9 +20,9 @@ import pandas as pd
 from core.errors import DataError
 from core.paths import display_path
 from sensor_data.files import sniff_utf8_text
+from sensor_data.timestamps import find_timestamp_col, parse_timestamps, timestamps_seconds
 
 AXES: tuple[str, str, str] = ("x", "y", "z")
-TIMESTAMP_NAMES: tuple[str, ...] = ("timestamp", "time")
 SUFFIXES: tuple[str, ...] = (".csv", ".parquet", ".npy")
 _NPY_MAGIC = b"\x93NUMPY"
 _PICKLE_PROTO = b"\x80"  # first byte of a pickle (protocol 2 or later)
@@ -35,23 +34,10 @@ class VibTable:
 
     file_id: str
     values: np.ndarray  # (T, 3) float32, NaN where missing (a whole column for a missing axis)
-    timestamps: np.ndarray | None = None  # float seconds or datetime64[ns]
+    timestamps: np.ndarray | None = None  # datetime64[ns], NaT where a stamp did not parse
     observed_fs: float | None = None  # 1 / median timestamp step, None if not measurable
     missing_axes: list[str] = field(default_factory=list)
     source_columns: dict[str, str] = field(default_factory=dict)  # axis/"timestamp" -> column
-
-
-def timestamps_seconds(timestamps: np.ndarray) -> np.ndarray:
-    """Timestamps as float64 seconds (NaN for NaT) so numeric and datetime stamps compare."""
-    if not np.issubdtype(timestamps.dtype, np.datetime64):
-        return timestamps.astype(np.float64)
-    ns = timestamps.astype("datetime64[ns]")
-    valid = ~np.isnat(ns)
-    secs = np.full(ns.shape, np.nan)
-    if valid.any():
-        stamps = ns[valid]
-        secs[valid] = (stamps - stamps[0]).astype(np.int64) / 1e9
-    return secs
 
 
 def measure_fs(timestamps: np.ndarray | None) -> float | None:
@@ -159,16 +145,12 @@ def _select_columns(
         col = _find_column(columns, axes.get(axis, axis), shown)
         if col is not None:
             axis_cols[axis] = col
-    if timestamp_col is not None:
-        ts_col = _find_column(columns, timestamp_col, shown)
-        if ts_col is None:
-            raise DataError(
-                f"{shown}: configured timestamp column '{timestamp_col}' not found "
-                f"(columns: {', '.join(columns)})"
-            )
-    else:
-        found = (_find_column(columns, name, shown) for name in TIMESTAMP_NAMES)
-        ts_col = next((c for c in found if c is not None), None)
+    ts_col = find_timestamp_col(columns, timestamp_col)
+    if timestamp_col is not None and ts_col is None:
+        raise DataError(
+            f"{shown}: configured timestamp column '{timestamp_col}' not found "
+            f"(columns: {', '.join(columns)})"
+        )
     return axis_cols, ts_col
 
 
@@ -228,34 +210,6 @@ def _axis_values(frame: pd.DataFrame, shown: str, axis_cols: dict[str, str]) -> 
     return values
 
 
-def _to_datetime(series: pd.Series) -> pd.Series:
-    """ISO 8601 first (fast, vectorised); otherwise pandas' own format inference."""
-    parsed = pd.to_datetime(series, errors="coerce", utc=True, format="ISO8601")
-    if parsed.notna().sum() < series.notna().sum():
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)
-            inferred = pd.to_datetime(series, errors="coerce", utc=True)
-        if inferred.notna().sum() > parsed.notna().sum():
-            parsed = inferred
-    return parsed
-
-
-def _parse_timestamps(series: pd.Series) -> np.ndarray:
-    """Numeric stamps are seconds; anything else is parsed as datetimes (NaT if not)."""
-    if pd.api.types.is_numeric_dtype(series) and not pd.api.types.is_bool_dtype(series):
-        return series.to_numpy(dtype=np.float64, na_value=np.nan)
-    if pd.api.types.is_datetime64_any_dtype(series):
-        parsed = series
-    else:
-        numeric = pd.to_numeric(series, errors="coerce")
-        if numeric.notna().sum() == series.notna().sum():
-            return numeric.to_numpy(dtype=np.float64, na_value=np.nan)
-        parsed = _to_datetime(series)
-    if getattr(parsed.dt, "tz", None) is not None:
-        parsed = parsed.dt.tz_convert("UTC").dt.tz_localize(None)
-    return parsed.to_numpy(dtype="datetime64[ns]")
-
-
 def _read_columns(
     path: Path, shown: str, suffix: str, axes: dict[str, str], timestamp_col: str | None
 ) -> VibTable:
@@ -270,7 +224,7 @@ def _read_columns(
     if frame.empty:
         raise DataError(f"{shown}: header only, no data rows")
     values = _axis_values(frame, shown, axis_cols)
-    timestamps = _parse_timestamps(frame[ts_col]) if ts_col else None
+    timestamps = parse_timestamps(frame[ts_col]) if ts_col else None
     sources = dict(axis_cols)
     if ts_col:
         sources["timestamp"] = ts_col

@@ -1,0 +1,113 @@
+"""The one timestamp column finder and parser, shared by the FDC and vibration readers.
+
+Both readers keep stamps as naive UTC ``datetime64[ns]`` with NaT where a value does not
+parse, so DQVL can count bad stamps and windows can carry their start/end time without
+anyone re-reading a file.  Numeric stamps are seconds (epoch or relative).
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+
+TIMESTAMP_NAMES: tuple[str, ...] = ("timestamp", "time")  # searched in this order
+NAT = np.datetime64("NaT", "ns")
+# Limits of datetime64[ns]; pandas may return coarser units beyond them, which would wrap.
+_NS_RANGE = np.array(["1677-09-22", "2262-04-11"], dtype="datetime64[ns]")
+
+
+def _key(name: str) -> str:
+    return name.strip().lower()
+
+
+def find_timestamp_col(columns: Sequence[str], configured: str | None = None) -> str | None:
+    """The timestamp column: the configured one, else the first named timestamp, then time.
+
+    Names match exactly first, then ignoring case and surrounding spaces; None if absent
+    (each reader decides whether that is an error).
+    """
+    wanted = [configured] if configured is not None else list(TIMESTAMP_NAMES)
+    for name in wanted:
+        if name in columns:
+            return name
+        match = next((c for c in columns if _key(c) == _key(name)), None)
+        if match is not None:
+            return match
+    return None
+
+
+def _nat(n: int) -> np.ndarray:
+    return np.full(n, NAT)
+
+
+def _as_ns(stamps: np.ndarray) -> np.ndarray:
+    """Any datetime64 array as datetime64[ns]; NaT outside the ns range instead of wrapping."""
+    lo, hi = _NS_RANGE.astype(stamps.dtype)
+    inside = (stamps >= lo) & (stamps <= hi)
+    return np.where(inside, stamps, np.datetime64("NaT")).astype("datetime64[ns]")
+
+
+def _from_seconds(seconds: np.ndarray) -> np.ndarray:
+    parsed = pd.to_datetime(seconds, unit="s", errors="coerce")
+    return _as_ns(parsed.to_numpy())
+
+
+def _from_dates(column: pd.Series) -> np.ndarray:
+    """ISO 8601 first (fast, vectorised); pandas' format inference only if it parses more."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # "could not infer format": NaT is fine
+        parsed = pd.to_datetime(column, errors="coerce", utc=True, format="ISO8601")
+        if parsed.notna().sum() < column.notna().sum():
+            inferred = pd.to_datetime(column, errors="coerce", utc=True)
+            if inferred.notna().sum() > parsed.notna().sum():
+                parsed = inferred
+    return _as_ns(parsed.dt.tz_localize(None).to_numpy())
+
+
+def parse_timestamps(column: pd.Series) -> np.ndarray:
+    """Stamps as naive UTC datetime64[ns]; NaT where a value does not parse.
+
+    Numbers, or text that is all numbers, are seconds, which keeps the observed sampling
+    period meaningful; time-zone aware stamps are converted to UTC.  Never raises: judging
+    bad stamps is DQVL's job.
+    """
+    if pd.api.types.is_bool_dtype(column):
+        return _nat(len(column))
+    try:
+        if pd.api.types.is_numeric_dtype(column):
+            return _from_seconds(column.to_numpy(dtype=np.float64, na_value=np.nan))
+        if not pd.api.types.is_datetime64_any_dtype(column):
+            numbers = pd.to_numeric(column, errors="coerce")
+            if numbers.notna().sum() == column.notna().sum():
+                return _from_seconds(numbers.to_numpy(dtype=np.float64, na_value=np.nan))
+        return _from_dates(column)
+    except (ValueError, OverflowError, TypeError):  # e.g. objects pandas cannot convert
+        return _nat(len(column))
+
+
+def timestamps_seconds(stamps: np.ndarray) -> np.ndarray:
+    """Float64 seconds since the first valid stamp (NaN for NaT), for rate measurement.
+
+    Float stamps (tables built in code) are taken as seconds already.
+    """
+    if not np.issubdtype(stamps.dtype, np.datetime64):
+        return stamps.astype(np.float64)
+    ns = stamps.astype("datetime64[ns]")
+    valid = ~np.isnat(ns)
+    secs = np.full(ns.shape, np.nan)
+    if valid.any():
+        secs[valid] = (ns[valid] - ns[valid][0]).astype(np.int64) / 1e9
+    return secs
+
+
+def sample_times(first: np.datetime64, samples: np.ndarray, fs: float) -> np.ndarray:
+    """Time of each sample index at rate ``fs``, counted from ``first`` (NaT stays NaT).
+
+    Vibration windows are cut after resampling to the configured fs, so their times
+    follow from the first stamp and the sample offset, not from the file's own stamps.
+    """
+    offsets = np.rint(np.asarray(samples, dtype=np.float64) * (1e9 / fs)).astype(np.int64)
+    return np.datetime64(first, "ns") + offsets.astype("timedelta64[ns]")
