@@ -1,4 +1,5 @@
-# Two commands: `make run` (the main job on the demo data) and `make test` (lint + tests).
+# Two commands: `make run` (the main job on the demo data) and `make test` (lint, layer
+# contract, tests).
 # Both create or refresh .venv first; a stamp file makes that a no-op when nothing changed.
 # `make test` also makes sure Chromium is installed (`make browser`, for the browser tests).
 SHELL := /bin/bash
@@ -26,6 +27,7 @@ run: venv
 
 test: venv browser
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/lint-imports --no-cache
 	$(PY) -m pytest -q
 
 docs-local:
@@ -36,6 +38,7 @@ docs-baseline:
 
 lint: venv
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/lint-imports --no-cache
 
 clean-outputs:
 	rm -rf checkpoints runs artifacts/dqvl artifacts/loss artifacts/cache artifacts/pipeline \

@@ -24,9 +24,9 @@ from collections.abc import Callable
 
 import torch
 
-from core.config import load_config
-from engine.builders import build_model
+import streams
 from inference.scoring import infer_score
+from streams import build_model, load_config
 
 
 def _median_seconds(fn: Callable[[], object], repeats: int, device: torch.device) -> float:
@@ -48,6 +48,7 @@ def bench_stream(stream: str, config: str, batch: int, channels: int, repeats: i
     cfg = load_config(config, stream=stream)
     meta = {"n_channels": channels, "channels": [f"c{i}" for i in range(channels)]}
     model = build_model(cfg, meta).to(device).eval()
+    task = streams.get(stream)
     gen = torch.Generator().manual_seed(0)
     if stream == "patchtst":
         x = torch.randn(batch, cfg.data.seq_len, channels, generator=gen)
@@ -60,8 +61,8 @@ def bench_stream(stream: str, config: str, batch: int, channels: int, repeats: i
     amp = cfg.device.amp
 
     def score() -> object:
-        return infer_score(x, model, stream, aggregation=cfg.scoring.aggregation,
-                           top_k=cfg.scoring.top_k, amp=amp)
+        return infer_score(x, model, task, aggregation=cfg.scoring.aggregation,
+                           top_k=cfg.scoring.top_k, layout=task.score_layout(cfg), amp=amp)
 
     def forward() -> object:
         with torch.inference_mode():

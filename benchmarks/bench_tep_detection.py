@@ -41,16 +41,17 @@ import torch
 from sklearn.decomposition import PCA
 from sklearn.metrics import roc_auc_score
 
-from core.config import PatchTSTConfig, config_from_dict
 from core.io import atomic_write_json
 from core.paths import display_path, resolve_path
-from engine.builders import build_model
-from engine.trainer import TrainingSetup, fit
+from engine.trainer import fit
 from inference.checkpoint_io import load_trained
 from inference.scoring import score_windows
 from sensor_data.fdc_prep import FdcWindows
 from sensor_data.scaler import ChannelScaler
 from sensor_data.tep import FAULT_IDS, load_tep_array, load_tep_protocol
+from streams import build_model, config_from_dict
+from streams.base import TrainingSetup
+from streams.patchtst import PatchTSTConfig
 
 EXCLUDED = (3, 9, 15)  # faults known to be practically undetectable in TEP
 FALSE_ALARM_TARGET = 0.01

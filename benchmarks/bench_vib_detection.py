@@ -32,17 +32,17 @@ import numpy as np
 import torch
 from sklearn.metrics import roc_auc_score
 
-from core.config import SwinMAEConfig, load_config
 from core.device import select_device
 from core.io import atomic_write_json
 from core.paths import display_path, resolve_path
 from engine.trainer import fit
 from inference.checkpoint_io import load_trained
-from inference.scoring import aggregate, band_layout_for, breakdown, score_windows
+from inference.scoring import aggregate, breakdown, score_windows
 from sensor_data.synthetic_vib import FAULTS, fault_band_hz, make_vibration
 from sensor_data.vib_prep import prepare_vibration_scoring
 from sensor_data.vibration import VibTable
-from trainers.train_swinmae_ssl import build_setup
+from streams import load_config
+from streams.swinmae import SwinMAEConfig
 
 SHAFT_HZ = 29.5  # make_vibration's default shaft speed
 
@@ -102,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     out_dir = resolve_path(args.out_dir)
     t0 = time.perf_counter()
     cfg = bench_config(args, out_dir)
-    result = fit(cfg, build_setup, run_id="bench-vib")
+    result = fit(cfg, run_id="bench-vib")
     device = select_device(args.device == "cuda")
     trained = load_trained(result.paths.checkpoint, expected_stream="swinmae", device=device)
     fs = cfg.data.fs
@@ -114,10 +114,10 @@ def main(argv: list[str] | None = None) -> int:
         ds, _ = prepare_vibration_scoring(tables, cfg, device)
         basis[kind] = score_windows(ds, trained, progress=False)[1]["basis"]
     profile = basis["calib"].mean(axis=0)  # normal error profile from the calibration machines
-    bands = band_layout_for(trained)
+    bands = trained.task.score_layout(trained.cfg)
 
     def parts(kind: str, mode: str) -> dict:
-        return breakdown(basis[kind], "swinmae", bands=bands,
+        return breakdown(basis[kind], trained.task, layout=bands,
                          profile=profile if mode == "relative" else None)[1]
 
     n_normal = len(basis["normal"])

@@ -25,11 +25,11 @@ import torch
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 from core.cli import run_main
-from core.config import SwinMAEConfig
 from dsp.cwt import CwtSpec, reference_scalogram
 from dsp.scalogram_cache import compute_scalograms
-from engine.builders import build_model
 from sensor_data.synthetic_vib import make_vibration
+from streams import build_model
+from streams.swinmae import SwinMAEConfig
 
 
 class NaiveCwtWindows(Dataset):

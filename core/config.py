@@ -12,16 +12,13 @@ import argparse
 import copy
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from core.errors import ConfigError
 from core.paths import display_path, resolve_path
-
-Stream = Literal["patchtst", "swinmae"]
-STREAMS: tuple[str, ...] = ("patchtst", "swinmae")
 
 PosInt = Annotated[int, Field(gt=0)]
 NonNegInt = Annotated[int, Field(ge=0)]
@@ -130,30 +127,6 @@ class PatchTSTModelConfig(Section):
         return self
 
 
-class PatchTSTConfig(Section):
-    stream: Literal["patchtst"] = "patchtst"
-    seed: int = 42
-    deterministic: bool = False
-    device: DeviceConfig = DeviceConfig()
-    data: FdcDataConfig = FdcDataConfig()
-    dqvl: FdcDqvlConfig = FdcDqvlConfig()
-    model: PatchTSTModelConfig = PatchTSTModelConfig()
-    training: TrainingConfig = TrainingConfig()
-    scoring: ScoringConfig = ScoringConfig()
-    logging: LoggingConfig = LoggingConfig(
-        log_dir="runs/patchtst_ssl", checkpoint_path="checkpoints/patchtst_ssl.pt"
-    )
-
-    @model_validator(mode="after")
-    def _patch_fits(self) -> PatchTSTConfig:
-        if self.data.seq_len % self.model.patch_len:
-            raise ValueError(
-                f"data.seq_len ({self.data.seq_len}) must be a multiple of "
-                f"model.patch_len ({self.model.patch_len})"
-            )
-        return self
-
-
 # --------------------------------------------------------------------------- vibration
 class VibSyntheticConfig(Section):
     n_files: PosInt = 3
@@ -226,33 +199,82 @@ class SwinMAEModelConfig(Section):
         return self
 
 
-class SwinMAEConfig(Section):
-    stream: Literal["swinmae"] = "swinmae"
+# --------------------------------------------------------------------------- streams
+class StreamConfig(Section):
+    """What every stream's config has; each stream module subclasses it (``streams/``).
+
+    ``stream`` names the registered stream (see ``streams.names()``); the subclass narrows
+    it to its own name and adds its data, DQVL and model sections.
+    """
+
+    stream: str
     seed: int = 42
     deterministic: bool = False
     device: DeviceConfig = DeviceConfig()
-    data: VibDataConfig = VibDataConfig()
-    dqvl: VibDqvlConfig = VibDqvlConfig()
-    cwt: CwtConfig = CwtConfig()
-    image: ImageConfig = ImageConfig()
-    model: SwinMAEModelConfig = SwinMAEModelConfig()
     training: TrainingConfig = TrainingConfig()
     scoring: ScoringConfig = ScoringConfig()
-    logging: LoggingConfig = LoggingConfig(
-        log_dir="runs/swinmae_ssl", checkpoint_path="checkpoints/swinmae_ssl.pt"
-    )
+    logging: LoggingConfig
+    dqvl: DqvlBase
+
+
+S = TypeVar("S", bound=BaseModel)
+
+
+# --------------------------------------------------------------------------- decisions
+Quantile = Annotated[float, Field(gt=0.5, lt=1)]
+GlobList = str | list[str]
+
+
+class ThresholdPolicy(Section):
+    """How calibration scores become ``warn`` / ``anomaly`` thresholds."""
+
+    warn_quantile: Quantile = 0.99
+    anomaly_method: Literal["quantile", "max_margin"] = "quantile"
+    anomaly_quantile: Quantile = 0.999
+    anomaly_margin: Annotated[float, Field(ge=1)] = 1.2
+    min_windows: Annotated[int, Field(ge=1)] = 20
 
     @model_validator(mode="after")
-    def _nyquist(self) -> SwinMAEConfig:
-        if self.cwt.freq_max > self.data.fs / 2:
+    def _ordered(self) -> ThresholdPolicy:
+        if self.anomaly_method == "quantile" and self.anomaly_quantile <= self.warn_quantile:
             raise ValueError(
-                f"cwt.freq_max ({self.cwt.freq_max}) must be <= data.fs / 2 ({self.data.fs / 2})"
+                f"anomaly_quantile ({self.anomaly_quantile}) must be > warn_quantile "
+                f"({self.warn_quantile})"
             )
         return self
 
+    def describe(self) -> str:
+        anomaly = (
+            f"quantile {self.anomaly_quantile}"
+            if self.anomaly_method == "quantile"
+            else f"max x {self.anomaly_margin}"
+        )
+        return f"warn = quantile {self.warn_quantile}, anomaly = {anomaly} of calibration scores"
 
-StreamConfig = PatchTSTConfig | SwinMAEConfig
-SCHEMAS: dict[str, type[Section]] = {"patchtst": PatchTSTConfig, "swinmae": SwinMAEConfig}
+
+class StreamEntry(Section):
+    config: str
+    checkpoint: str
+    calibration_path: GlobList
+    test_path: GlobList
+    # --set style overrides of the stream config for scoring, e.g. ["data.stride=4"]
+    overrides: list[str] = []
+
+
+class FileRule(Section):
+    min_fraction: Annotated[float, Field(ge=0, le=1)] = 0.05
+    min_windows: Annotated[int, Field(ge=1)] = 2
+
+
+class DecisionConfig(Section):
+    """``configs/decision_local.yaml``: which checkpoints decide on which test files."""
+
+    streams: dict[str, StreamEntry]  # keyed by registered stream name
+    thresholds: ThresholdPolicy = ThresholdPolicy()
+    file_rule: FileRule = FileRule()
+    top_contributors: Annotated[int, Field(ge=1)] = 5
+    calibration_dir: str = "artifacts/calibration"
+    output_dir: str = "artifacts/decisions"
 
 
 # --------------------------------------------------------------------------- loading
@@ -321,22 +343,13 @@ def apply_overrides(raw: dict[str, Any], overrides: Iterable[str]) -> dict[str, 
     return out
 
 
-def config_from_dict(
-    raw: dict[str, Any], stream: str | None = None, source: str = "<config>"
-) -> StreamConfig:
-    """Validate a raw mapping into the stream's schema."""
+def validate_config(schema: type[S], raw: Any, source: str = "<config>") -> S:
+    """Validate a raw mapping into ``schema``; errors become one ConfigError line."""
     if not isinstance(raw, dict):
         kind = type(raw).__name__
         raise ConfigError(f"{source}: expected a mapping at the top level, got {kind}")
-    declared = raw.get("stream", stream)
-    if stream is not None and declared != stream:
-        raise ConfigError(f"{source}: stream: expected {stream!r}, got {declared!r}")
-    if declared not in SCHEMAS:
-        allowed = ", ".join(STREAMS)
-        raise ConfigError(f"{source}: stream: must be one of {allowed}, got {declared!r}")
-    schema = SCHEMAS[declared]
     try:
-        return schema.model_validate(raw)  # type: ignore[return-value]
+        return schema.model_validate(raw)
     except ValidationError as exc:
         raise ConfigError(_format_errors(exc, schema, source)) from None
 
@@ -357,12 +370,10 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     return raw if raw is not None else {}
 
 
-def load_config(
-    path: str | Path, overrides: Iterable[str] = (), stream: str | None = None
-) -> StreamConfig:
-    """Load, override and validate a config file (path relative to the repository root)."""
-    raw = apply_overrides(read_yaml(path), overrides)
-    return config_from_dict(raw, stream=stream, source=display_path(resolve_path(path)))
+def load_decision_config(path: str | Path) -> DecisionConfig:
+    """Read and validate a decision config (stream names are checked where it is used)."""
+    shown = display_path(resolve_path(path))
+    return validate_config(DecisionConfig, read_yaml(path), f"{shown} (decision config)")
 
 
 def effective_config(cfg: StreamConfig) -> dict[str, Any]:
@@ -391,7 +402,3 @@ def add_config_args(parser: argparse.ArgumentParser, default_config: str | None 
         metavar="KEY=VALUE",
         help="override a config value, e.g. --set training.epochs=3 (repeatable, YAML-typed)",
     )
-
-
-def config_from_args(args: argparse.Namespace, stream: str | None = None) -> StreamConfig:
-    return load_config(args.config, args.overrides, stream=stream)

@@ -11,6 +11,7 @@ import os
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+EXTERNAL_PREFIX = "_external"  # stands for a folder outside the repository
 
 
 def repo_root() -> Path:
@@ -33,3 +34,11 @@ def display_path(path: str | os.PathLike[str], root: Path | None = None) -> str:
         return p.resolve().relative_to(base).as_posix()
     except ValueError:
         return str(p)
+
+
+def repo_rel(path: str | os.PathLike[str], root: Path) -> str:
+    """Repository-relative POSIX path; a file outside the repository keeps only its name."""
+    try:
+        return Path(path).resolve().relative_to(root.resolve()).as_posix()
+    except ValueError:
+        return f"{EXTERNAL_PREFIX}/{Path(path).name}"

@@ -23,9 +23,10 @@ from filelock import FileLock, Timeout
 
 from core.errors import UserError
 from core.io import atomic_write_json
+from core.layout import STATUS
 from core.paths import repo_root
 
-STATUS_REL = "artifacts/pipeline/status.json"
+STATUS_REL = STATUS
 NODE_IDS: tuple[str, ...] = (
     "data_prep",
     "dqvl",
@@ -160,11 +161,10 @@ def set_progress(
 
     Progress means the data was loaded and passed DQVL, so data prep and DQVL nodes that
     are still ``running`` are marked ``done``, and the stream's training node is marked
-    ``running`` with the epoch in its message.
+    ``running`` with the epoch in its message (a stream without a node in the graph, e.g.
+    a plugin, reports its progress only).
     """
     node = f"{stream}_training"
-    if node not in NODE_IDS:
-        raise ValueError(f"unknown stream {stream!r}")
     loss_val = _finite_or_none(loss)
     rate = _finite_or_none(windows_per_s)
     shown_loss = f"{loss_val:.4g}" if loss_val is not None else "n/a"
@@ -173,7 +173,8 @@ def set_progress(
         for upstream in ("data_prep", "dqvl"):
             if data["nodes"].get(upstream, {}).get("status") == "running":
                 _set_node_in(data, upstream, "done", f"{stream}: data ready")
-        _set_node_in(data, node, "running", f"epoch {epoch}/{epochs}, loss {shown_loss}")
+        if node in NODE_IDS:
+            _set_node_in(data, node, "running", f"epoch {epoch}/{epochs}, loss {shown_loss}")
         data["progress"] = {
             "stream": stream,
             "epoch": int(epoch),

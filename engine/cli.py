@@ -4,36 +4,44 @@ from __future__ import annotations
 
 import argparse
 import os
+from collections.abc import Callable
 
-from core.config import add_config_args, config_from_args
+import streams
+from core.config import add_config_args
 from core.paths import display_path
-from engine.trainer import BuildFn, fit
-from pipelines.status import set_node, set_progress
-from sensor_data.dqvl_report import new_run_id
-
-
-def report_progress(progress: dict) -> None:
-    """Live progress for the dashboard (artifacts/pipeline/status.json)."""
-    set_progress(**progress)
+from core.status import new_run_id
+from engine.trainer import BuildFn, FitResult, ProgressHook, fit
 
 
 def train_main(
-    stream: str,
-    build: BuildFn,
+    stream: str | None,
     argv: list[str] | None,
     description: str,
+    *,
+    build: BuildFn | None = None,
+    progress_hook: ProgressHook | None = None,
+    on_done: Callable[[str, FitResult], None] | None = None,
 ) -> int:
+    """Parse ``--config/--set/--resume/--run-id`` and train.
+
+    ``stream`` None: any registered stream, named by the config's ``stream:`` key.  The
+    caller installs ``progress_hook`` (live progress) and ``on_done`` (after training);
+    the engine itself reports nothing else.
+    """
+    task = streams.get(stream) if stream else None
+    prog = f"python -m trainers.train_{stream}_ssl" if stream else "python -m trainers.train"
     parser = argparse.ArgumentParser(
-        prog=f"python -m trainers.train_{stream}_ssl",
+        prog=prog,
         description=description,
-        epilog="Multi-GPU / multi-process: torchrun --nproc_per_node=N "
-        f"-m trainers.train_{stream}_ssl --config ...",
+        epilog=f"Multi-GPU / multi-process: torchrun --nproc_per_node=N -m {prog[10:]} "
+        "--config ...",
     )
-    add_config_args(parser, default_config=f"configs/{stream}_ssl.yaml")
+    add_config_args(parser, default_config=task.default_config if task else None)
     parser.add_argument(
         "--resume",
         action="store_true",
-        help="continue from the last checkpoint (finished epochs are kept)",
+        help="continue from the last checkpoint (finished epochs are kept); refused before "
+        "anything is written when the config changes the model",
     )
     parser.add_argument(
         "--run-id",
@@ -41,24 +49,22 @@ def train_main(
         help="run id stamped into reports (default: $SSL_RUN_ID, else the UTC time)",
     )
     args = parser.parse_args(argv)
-    cfg = config_from_args(args, stream=stream)
+    cfg = streams.config_from_args(args, stream=stream)
     result = fit(
         cfg,
         build,
         resume=args.resume,
         run_id=args.run_id or new_run_id(),
-        progress_hook=report_progress,
+        progress_hook=progress_hook,
     )
     if result.history:
         last = result.history[-1]
-        set_node(
-            f"{stream}_training",
-            "done",
-            f"{len(result.history)} epochs, val loss {last['val_loss']:.4g}",
-        )
+        if on_done is not None:
+            on_done(cfg.stream, result)
         print(
-            f"[{stream}] done: {len(result.history)} epochs, train_loss={last['train_loss']:.5f}, "
-            f"val_loss={last['val_loss']:.5f}; checkpoint {display_path(result.paths.checkpoint)}, "
+            f"[{cfg.stream}] done: {len(result.history)} epochs, "
+            f"train_loss={last['train_loss']:.5f}, val_loss={last['val_loss']:.5f}; "
+            f"checkpoint {display_path(result.paths.checkpoint)}, "
             f"loss curve {display_path(result.paths.curve_png)}"
         )
     return 0

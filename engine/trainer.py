@@ -11,7 +11,6 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -20,11 +19,13 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from tqdm import tqdm
 
+import streams
 from core.config import StreamConfig, dump_yaml, effective_config
 from core.device import AmpSettings, amp_settings, seed_everything, select_device
 from core.errors import CheckpointError, UserError
 from core.io import atomic_torch_save, atomic_write_text
-from core.paths import display_path, resolve_path
+from core.layout import RunLayout
+from core.paths import display_path
 from engine import distributed as dd
 from engine.checkpoint import (
     FORMAT,
@@ -35,51 +36,19 @@ from engine.checkpoint import (
     restore_rng,
 )
 from engine.loss_log import plot_loss_curve, write_history_csv
+from streams.base import TrainingSetup, model_args_differences
 
 ProgressHook = Callable[[dict[str, Any]], None]
 MAX_NON_FINITE_STEPS = 10
 
 
-@dataclass
-class TrainingSetup:
-    """What a stream hands the engine."""
-
-    model: nn.Module
-    train_set: Dataset
-    val_set: Dataset
-    model_meta: dict[str, Any] = field(default_factory=dict)
-
-
 BuildFn = Callable[[StreamConfig, torch.device, str], TrainingSetup]
-
-
-@dataclass(frozen=True)
-class ArtifactPaths:
-    checkpoint: Path
-    best: Path
-    config_yaml: Path
-    history_csv: Path
-    curve_png: Path
-    log_dir: Path
-
-    @classmethod
-    def from_config(cls, cfg: StreamConfig) -> ArtifactPaths:
-        ckpt = resolve_path(cfg.logging.checkpoint_path)
-        loss_dir = resolve_path(cfg.logging.loss_dir)
-        return cls(
-            checkpoint=ckpt,
-            best=ckpt.with_name(f"{ckpt.stem}.best{ckpt.suffix}"),
-            config_yaml=ckpt.with_name(f"{ckpt.stem}.config.yaml"),
-            history_csv=loss_dir / f"{cfg.stream}_loss_history.csv",
-            curve_png=loss_dir / f"{cfg.stream}_loss_curve.png",
-            log_dir=resolve_path(cfg.logging.log_dir),
-        )
 
 
 @dataclass
 class FitResult:
     history: list[dict[str, Any]]
-    paths: ArtifactPaths
+    paths: RunLayout
     best_val_loss: float
     run_id: str
 
@@ -105,12 +74,15 @@ def lr_factor(step: int, warmup_steps: int, total_steps: int) -> float:
 
 def fit(
     cfg: StreamConfig,
-    build: BuildFn,
+    build: BuildFn | None = None,
     *,
     resume: bool = False,
     run_id: str = "",
     progress_hook: ProgressHook | None = None,
 ) -> FitResult:
+    """Train ``cfg``'s stream; ``build`` defaults to the stream's own data preparation."""
+    task = streams.get(cfg.stream)
+    build = build or task.prepare_training
     info = dd.dist_info_from_env()
     device = select_device(cfg.device.prefer_cuda, info.local_rank if info.enabled else None)
     dd.init_process_group(info, device)
@@ -135,7 +107,7 @@ class _Trainer:
         self.run_id = run_id
         self.hook = progress_hook if info.is_main else None
         self.amp: AmpSettings = amp_settings(device, cfg.device.amp)
-        self.paths = ArtifactPaths.from_config(cfg)
+        self.paths = RunLayout.from_config(cfg)
         self.state = _State()
 
     # ------------------------------------------------------------------ set-up
@@ -171,25 +143,33 @@ class _Trainer:
             persistent_workers=self.cfg.training.num_workers > 0,
         )
 
-    def _restore(self, model: nn.Module, optimizer, scheduler, scaler) -> None:
+    def _resume_checkpoint(self) -> dict[str, Any] | None:
+        """The checkpoint to resume from, checked against the config before anything is
+        written (a mismatch would otherwise rewrite the scaler and DQVL reports first)."""
         path = self.paths.checkpoint
         if not path.exists():
             self._log(f"--resume: no checkpoint at {display_path(path)}; starting from scratch")
-            return
+            return None
         ckpt = load_checkpoint(path, map_location=self.device)
-        saved = ckpt.get("config", {})
         if ckpt.get("stream") != self.cfg.stream:
             raise CheckpointError(
                 f"{display_path(path)}: checkpoint is for stream {ckpt.get('stream')!r}, "
                 f"config is {self.cfg.stream!r}"
             )
-        current = effective_config(self.cfg)
-        for section in ("model", "image", "cwt"):
-            if saved.get(section) != current.get(section):
-                raise CheckpointError(
-                    f"{display_path(path)}: cannot resume, config section '{section}' differs "
-                    "from the checkpoint (train to a new checkpoint_path instead)"
-                )
+        task = streams.get(self.cfg.stream)
+        saved = ckpt.get("model_args") or task.model_args(
+            streams.config_from_dict(ckpt.get("config", {}), self.cfg.stream, display_path(path))
+        )
+        diffs = model_args_differences(saved, task.model_args(self.cfg))
+        if diffs:
+            raise CheckpointError(
+                f"{display_path(path)}: cannot resume, the config changes the model: "
+                f"{'; '.join(diffs)} (train to a new logging.checkpoint_path instead)"
+            )
+        return ckpt
+
+    def _restore(self, ckpt: dict[str, Any], model: nn.Module, optimizer, scheduler,
+                 scaler) -> None:
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
         scheduler.load_state_dict(ckpt["scheduler"])
@@ -204,12 +184,14 @@ class _Trainer:
             best_val_loss=float(ckpt["best_val_loss"]),
             history=list(ckpt["history"]),
         )
-        self._log(f"resumed from {display_path(path)} after epoch {self.state.epoch}")
+        self._log(f"resumed from {display_path(self.paths.checkpoint)} after epoch "
+                  f"{self.state.epoch}")
 
     # ------------------------------------------------------------------ loop
     def run(self, build: BuildFn, resume: bool) -> FitResult:
         cfg = self.cfg
         seed_everything(cfg.seed + self.info.rank, cfg.deterministic)
+        resume_from = self._resume_checkpoint() if resume else None
         setup = self._prepare(build)
         model = setup.model.to(self.device)
         train_model: nn.Module = model
@@ -230,8 +212,8 @@ class _Trainer:
             optimizer, lambda s: lr_factor(s, warmup, total)
         )
         scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp.use_grad_scaler)
-        if resume:
-            self._restore(model, optimizer, scheduler, scaler)
+        if resume_from is not None:
+            self._restore(resume_from, model, optimizer, scheduler, scaler)
 
         self._log(
             f"device={self.device} amp={self.amp.label} world_size={self.info.world_size} "
@@ -284,22 +266,27 @@ class _Trainer:
                 loss = train_model(batch)["loss"]
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
-            if cfg.training.grad_clip > 0:
-                scaler.unscale_(optimizer)
-                nn.utils.clip_grad_norm_(model.parameters(), cfg.training.grad_clip)
+            value = float(loss.detach())
+            grad_norm = self._unscale_and_clip(model, optimizer, scaler)
+            # Checked before the step: under bf16/fp32 nothing else stops a NaN update.  DDP
+            # has averaged the gradients, so every rank sees the same norm and skips alike.
+            # A grad scaler (fp16) skips inf/NaN gradients itself and lowers its scale.
+            bad_grads = not math.isfinite(grad_norm) and not scaler.is_enabled()
+            if not math.isfinite(value) or bad_grads:
+                non_finite += 1
+                if non_finite > MAX_NON_FINITE_STEPS:
+                    raise UserError(
+                        f"{cfg.stream}: loss or gradient is not finite for {non_finite} steps "
+                        f"(amp={self.amp.label}); try --set device.amp=false or a lower lr"
+                    )
+                optimizer.zero_grad(set_to_none=True)
+                if scaler.is_enabled():
+                    scaler.update()
+                continue
             scaler.step(optimizer)
             scaler.update()
             scheduler.step()
             self.state.step += 1
-            value = float(loss.detach())
-            if not math.isfinite(value):
-                non_finite += 1
-                if non_finite > MAX_NON_FINITE_STEPS:
-                    raise UserError(
-                        f"{cfg.stream}: loss is not finite for {non_finite} steps "
-                        f"(amp={self.amp.label}); try --set device.amp=false or a lower lr"
-                    )
-                continue
             loss_sum += value * len(batch)
             n_seen += len(batch)
             elapsed = time.perf_counter() - t0
@@ -322,6 +309,12 @@ class _Trainer:
             "seconds": round(seconds, 3),
             "windows_per_s": train_n / max(seconds, 1e-9),
         }
+
+    def _unscale_and_clip(self, model: nn.Module, optimizer, scaler) -> float:
+        """Total gradient norm (unscaled), clipped to ``training.grad_clip`` when set."""
+        scaler.unscale_(optimizer)
+        limit = self.cfg.training.grad_clip if self.cfg.training.grad_clip > 0 else math.inf
+        return float(nn.utils.clip_grad_norm_(model.parameters(), limit))
 
     @torch.inference_mode()
     def _validate(self, train_model: nn.Module, loader: DataLoader) -> float:
@@ -390,6 +383,7 @@ class _Trainer:
             "history": self.state.history,
             "rng": capture_rng(),
             "config": effective_config(self.cfg),
+            "model_args": streams.get(self.cfg.stream).model_args(self.cfg),
             "model_meta": setup.model_meta,
             "versions": package_versions(),
             "amp": self.amp.label,

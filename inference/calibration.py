@@ -25,50 +25,24 @@ import glob
 import json
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from core.config import StreamConfig
+import streams
+from core.config import StreamConfig, ThresholdPolicy
 from core.errors import DataError, UserError
 from core.io import atomic_write_json
+from core.layout import thresholds_path
 from core.paths import display_path, resolve_path
 from engine.checkpoint import created_now
 from inference.checkpoint_io import Trained, file_sha256
+from inference.scoring import breakdown, profile_mode, score_files
+
+__all__ = ["ThresholdPolicy", "thresholds_path"]  # re-exported for the pipelines
 
 SCHEMA_VERSION = "1.0"
 LEVELS = ("normal", "warn", "anomaly")
-Quantile = Annotated[float, Field(gt=0.5, lt=1)]
-
-
-class ThresholdPolicy(BaseModel):
-    """How calibration scores become ``warn`` / ``anomaly`` thresholds."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    warn_quantile: Quantile = 0.99
-    anomaly_method: Literal["quantile", "max_margin"] = "quantile"
-    anomaly_quantile: Quantile = 0.999
-    anomaly_margin: Annotated[float, Field(ge=1)] = 1.2
-    min_windows: Annotated[int, Field(ge=1)] = 20
-
-    @model_validator(mode="after")
-    def _ordered(self) -> ThresholdPolicy:
-        if self.anomaly_method == "quantile" and self.anomaly_quantile <= self.warn_quantile:
-            raise ValueError(
-                f"anomaly_quantile ({self.anomaly_quantile}) must be > warn_quantile "
-                f"({self.warn_quantile})"
-            )
-        return self
-
-    def describe(self) -> str:
-        anomaly = (
-            f"quantile {self.anomaly_quantile}"
-            if self.anomaly_method == "quantile"
-            else f"max x {self.anomaly_margin}"
-        )
-        return f"warn = quantile {self.warn_quantile}, anomaly = {anomaly} of calibration scores"
 
 
 # --------------------------------------------------------------------------- thresholds
@@ -109,9 +83,8 @@ def training_patterns(*cfgs: StreamConfig) -> list[str]:
     """Training globs of every config that reads files (a synthetic source has none)."""
     out: list[str] = []
     for cfg in cfgs:
-        if cfg.data.source == "files":
-            paths = [cfg.data.path] if isinstance(cfg.data.path, str) else cfg.data.path
-            out.extend(p for p in paths if p not in out)
+        paths = streams.get(cfg.stream).training_globs(cfg)
+        out.extend(p for p in paths if p not in out)
     return out
 
 
@@ -148,14 +121,12 @@ PROFILE_SPLIT = (
 )
 
 
-def scoring_key(stream: str, cfg: StreamConfig) -> dict[str, Any]:
+def scoring_key(cfg: StreamConfig) -> dict[str, Any]:
     """The scoring settings thresholds depend on (a change makes them stale)."""
-    from inference.scoring import profile_mode
-
     return {
         "aggregation": cfg.scoring.aggregation,
         "top_k": cfg.scoring.top_k,
-        "error_profile": profile_mode(stream, cfg.scoring.error_profile),
+        "error_profile": profile_mode(streams.get(cfg.stream), cfg.scoring.error_profile),
     }
 
 
@@ -175,10 +146,6 @@ def reference_windows(file_ids: Sequence[str], starts: np.ndarray) -> np.ndarray
     return ref
 
 
-def thresholds_path(calib_dir: str | Path, stream: str) -> Path:
-    return resolve_path(calib_dir) / f"{stream}_thresholds.json"
-
-
 def calibrate(
     trained: Trained,
     cfg: StreamConfig,
@@ -192,22 +159,20 @@ def calibrate(
     ``cfg`` supplies data and DQVL settings (it must match the checkpoint on the model);
     the training globs of both ``cfg`` and the checkpoint's own config are excluded.
     """
-    from inference.scoring import breakdown, profile_mode, score_files
-
     pats = [calib_patterns] if isinstance(calib_patterns, str) else list(calib_patterns)
     files = [p for p in expand_globs(pats) if p.name != "labels.csv"]
     if not files:
         raise DataError(f"calibration: no file matches {', '.join(pats)}")
     check_held_out(files, training_patterns(trained.cfg, cfg))
     scored = score_files(trained, cfg, files, progress=progress)
-    mode = profile_mode(trained.stream, cfg.scoring.error_profile)
+    mode = profile_mode(trained.task, cfg.scoring.error_profile)
     s = scored.scores
     profile: dict[str, Any] = {"mode": mode}
     if mode == "relative":
         ref = reference_windows(scored.file_ids, scored.starts)
         values = scored.aux["basis"][ref].mean(axis=0) if ref.any() else None
         if values is not None:
-            s, _ = breakdown(scored.aux["basis"][~ref], trained.stream,
+            s, _ = breakdown(scored.aux["basis"][~ref], trained.task,
                              aggregation=cfg.scoring.aggregation, top_k=cfg.scoring.top_k,
                              profile=values)
             profile.update(values=values.tolist(), n_windows=int(ref.sum()), split=PROFILE_SPLIT)
@@ -232,7 +197,7 @@ def calibrate(
         "checkpoint": trained.ckpt_info["path"],
         "checkpoint_sha256": trained.ckpt_info["sha256"],
         "checkpoint_created": trained.ckpt_info["created"],
-        "scoring": scoring_key(trained.stream, cfg),
+        "scoring": scoring_key(cfg),
         "error_profile": profile,
         "policy": policy.model_dump(),
         "score_summary": {
@@ -277,7 +242,7 @@ def stale_reason(thresholds: dict[str, Any], trained: Trained, cfg: StreamConfig
     """Why saved thresholds no longer fit this checkpoint / scoring setup (None: they do)."""
     if thresholds.get("checkpoint_sha256") != trained.ckpt_info["sha256"]:
         return "the checkpoint changed since calibration"
-    if thresholds.get("scoring") != scoring_key(trained.stream, cfg):
+    if thresholds.get("scoring") != scoring_key(cfg):
         return "the scoring settings changed since calibration"
     return None
 

@@ -17,25 +17,14 @@ from typing import Any
 import torch
 from torch import nn
 
-from core.config import (
-    PatchTSTConfig,
-    StreamConfig,
-    config_from_dict,
-    effective_config,
-)
-from core.errors import CheckpointError, ConfigError, DataError
+import streams
+from core.config import StreamConfig
+from core.errors import CheckpointError, ConfigError
 from core.paths import display_path, resolve_path
-from engine.builders import build_model
 from engine.checkpoint import load_checkpoint
-from sensor_data.scaler import ChannelScaler
+from streams.base import StreamTask, model_args_differences
 
 REQUIRED_KEYS = ("stream", "model", "config", "model_meta")
-# Dotted config keys that define the model or what it sees; cwt.cache_dir is only a cache.
-MODEL_KEYS: dict[str, tuple[str, ...]] = {
-    "patchtst": ("model", "data.seq_len"),
-    "swinmae": ("model", "image", "cwt", "data.fs", "data.win_sec"),
-}
-IGNORED_KEYS = {"cwt.cache_dir"}
 
 
 @dataclass
@@ -45,12 +34,17 @@ class Trained:
     model: nn.Module
     cfg: StreamConfig
     model_meta: dict[str, Any]
+    model_args: dict[str, Any]  # the keys that define the model, as trained
     ckpt_info: dict[str, Any]  # path (repo-relative), sha256, created, epoch, run_id, ...
     device: torch.device
 
     @property
     def stream(self) -> str:
         return self.cfg.stream
+
+    @property
+    def task(self) -> StreamTask:
+        return streams.get(self.cfg.stream)
 
 
 def file_sha256(path: Path, chunk: int = 1 << 20) -> str:
@@ -61,34 +55,6 @@ def file_sha256(path: Path, chunk: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
-def _lookup(data: dict[str, Any], dotted: str) -> Any:
-    node: Any = data
-    for part in dotted.split("."):
-        node = node.get(part) if isinstance(node, dict) else None
-    return node
-
-
-def _flatten(value: Any, prefix: str) -> dict[str, Any]:
-    if isinstance(value, dict):
-        out: dict[str, Any] = {}
-        for key, sub in value.items():
-            out.update(_flatten(sub, f"{prefix}.{key}"))
-        return out
-    return {prefix: value}
-
-
-def config_differences(stored: dict[str, Any], given: dict[str, Any], stream: str) -> list[str]:
-    """``key: checkpoint=X, config=Y`` for every model-defining key that differs."""
-    diffs = []
-    for key in MODEL_KEYS[stream]:
-        a = _flatten(_lookup(stored, key), key)
-        b = _flatten(_lookup(given, key), key)
-        for sub in sorted(set(a) | set(b)):
-            if sub not in IGNORED_KEYS and a.get(sub) != b.get(sub):
-                diffs.append(f"{sub}: checkpoint={a.get(sub)!r}, config={b.get(sub)!r}")
-    return diffs
-
-
 def check_config_matches(trained: Trained, cfg: StreamConfig, config_source: str) -> None:
     """CheckpointError when ``cfg`` (from ``config_source``) disagrees on the model."""
     shown = trained.ckpt_info["path"]
@@ -97,12 +63,10 @@ def check_config_matches(trained: Trained, cfg: StreamConfig, config_source: str
             f"{shown}: checkpoint is for stream {trained.stream!r} but {config_source} is a "
             f"{cfg.stream!r} config"
         )
-    diffs = config_differences(effective_config(trained.cfg), effective_config(cfg), cfg.stream)
+    diffs = model_args_differences(trained.model_args, trained.task.model_args(cfg))
     if diffs:
-        more = f" (+{len(diffs) - 3} more)" if len(diffs) > 3 else ""
         raise CheckpointError(
-            f"{shown}: config {config_source} does not match the checkpoint: "
-            f"{'; '.join(diffs[:3])}{more}"
+            f"{shown}: config {config_source} does not match the checkpoint: {'; '.join(diffs)}"
         )
 
 
@@ -125,11 +89,22 @@ def load_trained(
     if not isinstance(ckpt["config"], dict) or not isinstance(ckpt["model_meta"], dict):
         raise CheckpointError(f"{shown}: checkpoint config/model_meta are not mappings")
     try:
-        cfg = config_from_dict(ckpt["config"], stream=stream, source=f"{shown} (embedded config)")
+        cfg = streams.config_from_dict(ckpt["config"], stream=stream,
+                                       source=f"{shown} (embedded config)")
     except ConfigError as exc:
         raise CheckpointError(str(exc)) from None
+    task = streams.get(stream)
     meta = dict(ckpt["model_meta"])
-    model = build_model(cfg, meta)
+    # Checkpoints from before model_args was stored: derive it from the embedded config.
+    model_args = ckpt.get("model_args") or task.model_args(cfg)
+    if not isinstance(model_args, dict):
+        raise CheckpointError(f"{shown}: checkpoint model_args is not a mapping")
+    try:
+        model = task.build_model(model_args, meta)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CheckpointError(
+            f"{shown}: cannot rebuild the model from model_args ({exc})"
+        ) from None
     state = ckpt["model"]
     if not isinstance(state, dict):
         raise CheckpointError(f"{shown}: 'model' is not a state_dict")
@@ -149,29 +124,5 @@ def load_trained(
         "amp": ckpt.get("amp"),
         "versions": ckpt.get("versions"),
     }
-    return Trained(model=model, cfg=cfg, model_meta=meta, ckpt_info=info, device=device)
-
-
-def checkpoint_channels(trained: Trained) -> list[str]:
-    """Channel names the FDC model was trained on (model_meta["channels"])."""
-    channels = trained.model_meta.get("channels")
-    if not isinstance(channels, list) or not channels:
-        raise CheckpointError(f"{trained.ckpt_info['path']}: model_meta lacks the channel list")
-    return [str(c) for c in channels]
-
-
-def load_fdc_scaler(trained: Trained, cfg: PatchTSTConfig) -> ChannelScaler:
-    """The scaler at ``cfg.data.scaler_path``, checked against the checkpoint's channels."""
-    path = resolve_path(cfg.data.scaler_path)
-    scaler = ChannelScaler.load(path)
-    expected = checkpoint_channels(trained)
-    try:
-        scaler.check_channels(expected, display_path(path))
-    except DataError as exc:
-        raise DataError(f"{exc} [checkpoint {trained.ckpt_info['path']}]") from None
-    if list(scaler.channels) != expected:
-        raise DataError(
-            f"{display_path(path)}: channel order differs from checkpoint "
-            f"{trained.ckpt_info['path']}"
-        )
-    return scaler
+    return Trained(model=model, cfg=cfg, model_meta=meta, model_args=dict(model_args),
+                   ckpt_info=info, device=device)

@@ -3,8 +3,9 @@
     python -m inference.run_scoring_example --stream patchtst \\
         --checkpoint checkpoints/patchtst_ssl.pt --config configs/patchtst_ssl_local.yaml
 
-The model is rebuilt from the checkpoint's embedded config; ``--config`` supplies the data
-paths and quality settings and must agree with the checkpoint on the model.  Data: the
+The model is rebuilt from the checkpoint's model args; ``--config`` (default: the
+checkpoint's own effective config) supplies the data paths and quality settings and must
+agree with the checkpoint on the model.  Data: the
 files of ``--data-path`` (or ``data.path`` of the config when it reads files); when none
 exist, a synthetic batch from the project's generators shaped like the checkpoint's input
 (for FDC: normal synthetic process data written with the checkpoint's channel names in the
@@ -19,13 +20,13 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
+import streams
 from core.cli import run_main
-from core.config import STREAMS, PatchTSTConfig, SwinMAEConfig, load_config
+from core.config import apply_overrides, effective_config
 from core.device import select_device
 from core.errors import DataError
-from core.io import atomic_write_text
+from core.layout import CALIBRATION_DIR, thresholds_path
 from core.paths import display_path
 from inference.calibration import (
     LEVELS,
@@ -34,38 +35,17 @@ from inference.calibration import (
     load_thresholds,
     stale_reason,
     threshold_profile,
-    thresholds_path,
 )
 from inference.checkpoint_io import Trained, check_config_matches, load_trained
-from inference.scoring import ScoredFiles, contributor_names, profile_mode, score_files
+from inference.scoring import (
+    ScoredFiles,
+    contributor_names,
+    parts_key,
+    profile_mode,
+    score_files,
+)
 
 LABELS = "labels.csv"
-
-
-def _synthetic_fdc_file(
-    trained: Trained, cfg: PatchTSTConfig, n_windows: int, folder: Path
-) -> Path:
-    """A normal synthetic FDC file in the checkpoint's channels and the scaler's units."""
-    from inference.checkpoint_io import load_fdc_scaler
-    from sensor_data.synthetic_fdc import make_fdc_frame
-
-    scaler = load_fdc_scaler(trained, cfg)
-    n_rows = trained.cfg.data.seq_len + (n_windows - 1) * cfg.data.stride
-    frame = make_fdc_frame(n_rows, len(scaler.channels), seed=cfg.seed)
-    values = frame.iloc[:, 1:].to_numpy(dtype=np.float64)
-    z = (values - values.mean(axis=0)) / values.std(axis=0).clip(min=1e-9)
-    raw = z * scaler.scale + scaler.center
-    out = pd.DataFrame(raw, columns=scaler.channels)
-    out.insert(0, "timestamp", frame["timestamp"])
-    return atomic_write_text(folder / "synthetic_fdc.csv", out.to_csv(index=False))
-
-
-def _synthetic_vibration(cfg: SwinMAEConfig, n_windows: int):
-    from sensor_data.synthetic_vib import make_vibration
-    from sensor_data.vibration import VibTable
-
-    duration = cfg.data.win_sec + (n_windows - 1) * cfg.data.win_stride_sec
-    return VibTable("synthetic_vibration", make_vibration(duration, cfg.data.fs, seed=cfg.seed))
 
 
 def _data_files(args: argparse.Namespace, cfg) -> tuple[list[Path], str]:
@@ -75,10 +55,11 @@ def _data_files(args: argparse.Namespace, cfg) -> tuple[list[Path], str]:
         if not files:
             raise DataError(f"--data-path: no file matches {args.data_path}")
         return files, args.data_path
-    if cfg.data.source != "files":
-        return [], "config data.source is synthetic"
-    pats = cfg.data.path if isinstance(cfg.data.path, str) else ", ".join(cfg.data.path)
-    files = [p for p in expand_globs(cfg.data.path) if p.name != LABELS]
+    globs = streams.get(cfg.stream).training_globs(cfg)
+    if not globs:
+        return [], "the config's data is synthetic"
+    pats = ", ".join(globs)
+    files = [p for p in expand_globs(globs) if p.name != LABELS]
     return files, pats if files else f"no file matches {pats}"
 
 
@@ -97,13 +78,12 @@ def _summary(trained: Trained, scored: ScoredFiles, source: str) -> str:
         + (f" (k={cfg.scoring.top_k})" if cfg.scoring.aggregation == "topk" else "")
     )
     lines.append(f"score min / median / max: {s.min():.4g} / {np.median(s):.4g} / {s.max():.4g}")
-    key = "channel_errors" if trained.stream == "patchtst" else "axis_errors"
-    parts = scored.aux[key].mean(axis=0)
+    parts = scored.aux[parts_key(trained.task)].mean(axis=0)
     names = contributor_names(trained)
     order = np.argsort(parts)[::-1][:3]
-    kind = "channels" if trained.stream == "patchtst" else "axes"
     lines.append(
-        f"top {kind} (mean error): " + ", ".join(f"{names[i]} {parts[i]:.4g}" for i in order)
+        f"top {trained.task.part_plural} (mean error): "
+        + ", ".join(f"{names[i]} {parts[i]:.4g}" for i in order)
     )
     if "band_errors" in scored.aux:
         bands = scored.aux["band_errors"].mean(axis=0)
@@ -132,11 +112,11 @@ def _current_thresholds(trained: Trained, cfg, calib_dir: str) -> dict | None:
     return None if stale_reason(thr, trained, cfg) else thr
 
 
-def _levels_line(scored: ScoredFiles, thresholds: dict | None, profile, stream: str,
+def _levels_line(scored: ScoredFiles, thresholds: dict | None, profile, trained: Trained,
                  cfg) -> str:
     if thresholds is None:
         note = (" (this stream scores relative to a normal error profile once calibrated)"
-                if profile_mode(stream, cfg.scoring.error_profile) == "relative" else "")
+                if profile_mode(trained.task, cfg.scoring.error_profile) == "relative" else "")
         return f"scores: raw reconstruction error; no current calibration{note}"
     lv = levels(scored.scores, float(thresholds["warn"]), float(thresholds["anomaly"]))
     kind = "relative to the normal error profile" if profile is not None else "raw error"
@@ -150,9 +130,13 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m inference.run_scoring_example",
         description="Load a checkpoint safely (weights_only) and score a batch of windows.",
     )
-    parser.add_argument("--stream", required=True, choices=STREAMS)
+    parser.add_argument("--stream", choices=streams.names(),
+                        help="refuse a checkpoint of another stream (default: any)")
     parser.add_argument("--checkpoint", required=True, help="checkpoint path (repo-relative)")
-    parser.add_argument("--config", required=True, help="stream config YAML (repo-relative)")
+    parser.add_argument("--config", default=None,
+                        help="stream config YAML (repo-relative) for data paths and quality "
+                        "settings; must match the checkpoint on the model (default: the "
+                        "checkpoint's own effective config)")
     parser.add_argument("--set", dest="overrides", action="append", default=[],
                         metavar="KEY=VALUE", help="config override (repeatable)")
     parser.add_argument("--data-path", default=None,
@@ -161,33 +145,35 @@ def main(argv: list[str] | None = None) -> int:
                         help="windows scored, spread evenly over the data (default 256)")
     parser.add_argument("--max-files", type=int, default=8, help="files read (default 8)")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
-    parser.add_argument("--calibration-dir", default="artifacts/calibration",
+    parser.add_argument("--calibration-dir", default=CALIBRATION_DIR,
                         help="thresholds of this checkpoint, when present, add levels and the "
-                        "normal error profile (default: artifacts/calibration)")
+                        f"normal error profile (default: {CALIBRATION_DIR})")
     args = parser.parse_args(argv)
     if args.max_windows < 1 or args.max_files < 1:
         parser.error("--max-windows and --max-files must be >= 1")
 
-    cfg = load_config(args.config, args.overrides, stream=args.stream)
-    device = (
-        select_device(cfg.device.prefer_cuda) if args.device == "auto"
-        else select_device(args.device == "cuda")
-    )
-    trained = load_trained(args.checkpoint, expected_stream=args.stream, device=device)
-    check_config_matches(trained, cfg, display_path(args.config))
+    trained = load_trained(args.checkpoint, expected_stream=args.stream)
+    if args.config:
+        cfg = streams.load_config(args.config, args.overrides, stream=trained.stream)
+        shown = display_path(args.config)
+    else:  # the checkpoint's own effective config
+        raw = apply_overrides(effective_config(trained.cfg), args.overrides)
+        shown = f"{trained.ckpt_info['path']} (embedded config)"
+        cfg = streams.config_from_dict(raw, trained.stream, shown)
+    check_config_matches(trained, cfg, shown)
+    trained.device = (select_device(cfg.device.prefer_cuda) if args.device == "auto"
+                      else select_device(args.device == "cuda"))
+    trained.model.to(trained.device)
 
     thresholds = _current_thresholds(trained, cfg, args.calibration_dir)
     profile = threshold_profile(thresholds) if thresholds else None
     files, source = _data_files(args, cfg)
     files = files[: args.max_files]
     with tempfile.TemporaryDirectory(prefix="scoring_example_") as tmp:
-        if files:
-            inputs: list = files
-        elif trained.stream == "patchtst":
-            inputs = [_synthetic_fdc_file(trained, cfg, args.max_windows, Path(tmp))]
-            source = f"synthetic normal batch ({source})"
-        else:
-            inputs = [_synthetic_vibration(cfg, args.max_windows)]
+        inputs: list = files
+        if not files:
+            inputs = trained.task.synthetic_scoring_input(cfg, trained.model_meta,
+                                                           args.max_windows, Path(tmp))
             source = f"synthetic normal batch ({source})"
         scored = score_files(trained, cfg, inputs, progress=False, max_windows=args.max_windows,
                              profile=profile)
@@ -195,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
         reasons = "; ".join(f"{d['file_id']}: {d['reason']}" for d in scored.dropped)
         raise DataError(f"no window could be scored from {source}: {reasons or 'no windows'}")
     print(_summary(trained, scored, source))
-    print(_levels_line(scored, thresholds, profile, trained.stream, cfg))
+    print(_levels_line(scored, thresholds, profile, trained, cfg))
     return 0
 
 

@@ -25,13 +25,9 @@ FDC keeps raw errors by default: on the Tennessee Eastman benchmark, dividing by
 normal profile over-weights slow, smooth channels whose error is tiny but drifts between
 normal runs (many false alarms).
 
-Image rows and frequencies: the CWT has one row per analysis frequency
-(``dsp.cwt.frequencies``: log-spaced, row 0 = ``freq_max``, last row = ``freq_min``) and is
-resized to ``image.size`` rows (bilinear, align_corners=False, when upsampling; area
-averaging when downsampling), so image row ``i`` is centred on CWT row
-``(i + 0.5) * n_freqs / size - 0.5``.  ``dsp.cwt.image_row_frequencies`` applies that map
-(interpolating log-frequency); each image row then goes to the band holding its centre
-frequency.
+Which parts a score breaks into, and how, is the stream's business
+(``StreamTask.breakdown``): this module only runs the model, applies the profile and
+aggregates.
 """
 
 from __future__ import annotations
@@ -48,12 +44,11 @@ from tqdm import tqdm
 
 from core.config import ScoringConfig
 from core.device import amp_settings
-from dsp.cwt import CwtSpec, image_row_frequencies
+from streams.base import StreamTask
 
 AGGREGATIONS = ("mean", "max", "topk")
-AXES = ("x", "y", "z")
-DEFAULT_N_BANDS = 8
 PROFILE_EPS = 1e-8  # floor of errors and profile before the log ratio
+STATIC_AUX = ("band_edges_hz", "band_labels")  # the same for every batch: not stacked
 
 
 # --------------------------------------------------------------------------- aggregation
@@ -69,111 +64,66 @@ def aggregate(errors: torch.Tensor, aggregation: str = "mean", top_k: int = 3) -
     raise ValueError(f"aggregation must be one of {', '.join(AGGREGATIONS)}, got {aggregation!r}")
 
 
-# --------------------------------------------------------------------------- bands
-def _fmt_hz(v: float) -> str:
-    return f"{v:.0f}" if v >= 100 else f"{v:.3g}"
-
-
-@dataclass(frozen=True)
-class BandLayout:
-    """Log-spaced frequency bands and the image rows that fall in each."""
-
-    edges_hz: np.ndarray  # (n_bands + 1,)
-    row_band: np.ndarray  # (H,) band index of each image row
-    unit: str = "Hz"  # "rows" for the fallback without known frequencies
-
-    @classmethod
-    def from_spec(cls, spec: CwtSpec, n_bands: int = DEFAULT_N_BANDS) -> BandLayout:
-        """Bands log-spaced over ``freq_min..freq_max``; rows go by their centre frequency."""
-        rows = image_row_frequencies(spec)
-        n_bands = max(1, min(n_bands, spec.image_size))
-        edges = np.geomspace(spec.freq_min, spec.freq_max, n_bands + 1)
-        band = np.clip(np.searchsorted(edges, rows, side="right") - 1, 0, n_bands - 1)
-        return cls(edges, band)
-
-    @property
-    def labels(self) -> list[str]:
-        e = self.edges_hz
-        return [f"{_fmt_hz(e[i])}-{_fmt_hz(e[i + 1])} {self.unit}" for i in range(len(e) - 1)]
-
-    def band_errors(self, row_errors: torch.Tensor) -> torch.Tensor:
-        """``row_errors (B, H)`` -> mean error per band ``(B, n_bands)`` (0 for an empty band)."""
-        n_bands = len(self.edges_hz) - 1
-        onehot = torch.zeros(row_errors.shape[1], n_bands, device=row_errors.device)
-        onehot[torch.arange(row_errors.shape[1]), torch.as_tensor(self.row_band)] = 1.0
-        return (row_errors @ onehot) / onehot.sum(dim=0).clamp_min(1.0)
-
-
 # --------------------------------------------------------------------------- scoring
-def profile_mode(stream: str, setting: str) -> str:
-    """``raw`` or ``relative`` for a stream (``auto``: relative for vibration only)."""
-    if setting != "auto":
-        return setting
-    return "relative" if stream == "swinmae" else "raw"
+def profile_mode(task: StreamTask, setting: str) -> str:
+    """``raw`` or ``relative`` (``auto``: the stream's own default)."""
+    return task.default_error_profile if setting == "auto" else setting
+
+
+def parts_key(task: StreamTask) -> str:
+    """The aux key of the per-part errors: ``channel_errors``, ``axis_errors``, ..."""
+    return f"{task.part_kind}_errors"
 
 
 def breakdown(
     basis: torch.Tensor | np.ndarray,
-    stream: str,
+    task: StreamTask,
     *,
     aggregation: str = "mean",
     top_k: int = 3,
     profile: torch.Tensor | np.ndarray | None = None,
-    bands: BandLayout | None = None,
+    layout: Any = None,
 ) -> tuple[np.ndarray, dict[str, Any]]:
     """Window scores and breakdown from the *basis* errors of :func:`infer_score`.
 
-    ``basis`` is ``(B, C)`` per-channel errors (FDC) or ``(B, 3, H)`` per-axis, per-row
-    errors averaged over time (vibration).  With a normal ``profile`` (the mean basis of
-    normal windows, same trailing shape) errors become ``|log(error / normal)|``: 0 where
-    a window looks exactly as normal, growing with the factor by which it is off either
-    way.  Kept separate from the model pass so calibration can rescore without the model.
+    ``basis`` is the model's errors averaged over their last axis: ``(B, C)`` per channel
+    (FDC) or ``(B, 3, H)`` per axis and image row (vibration).  With a normal ``profile``
+    (the mean basis of normal windows, same trailing shape) errors become
+    ``|log(error / normal)|``: 0 where a window looks exactly as normal, growing with the
+    factor by which it is off either way.  Kept apart from the model pass so calibration
+    can rescore without the model.  ``layout``: ``task.score_layout(cfg)``.
     """
     d = torch.as_tensor(basis, dtype=torch.float32)
     if profile is not None:
         ref = torch.as_tensor(profile, dtype=torch.float32, device=d.device)
         d = torch.log(d.clamp_min(PROFILE_EPS) / ref.clamp_min(PROFILE_EPS)).abs()
-    aux: dict[str, Any] = {}
-    if stream == "patchtst":
-        parts = d
-        aux["channel_errors"] = parts.cpu().numpy()
-    else:
-        parts = d.mean(dim=2)  # (B, 3): the axes' mean over frequency rows
-        layout = bands or _row_groups(d.shape[2])
-        aux["axis_errors"] = parts.cpu().numpy()
-        aux["band_errors"] = layout.band_errors(d.mean(dim=1)).cpu().numpy()
-        aux["band_edges_hz"] = layout.edges_hz
-        aux["band_labels"] = layout.labels
-    score = aggregate(parts, aggregation, top_k)
+    result = task.breakdown(d, layout)
+    aux: dict[str, Any] = {parts_key(task): result.parts.cpu().numpy(), **result.extra}
+    score = aggregate(result.parts, aggregation, top_k)
     return score.cpu().numpy().astype(np.float64), aux
 
 
 def infer_score(
     batch: torch.Tensor,
     model: nn.Module,
-    stream: str,
+    task: StreamTask,
     *,
     aggregation: str = "mean",
     top_k: int = 3,
-    return_recon: bool = False,
-    bands: BandLayout | None = None,
+    layout: Any = None,
     profile: torch.Tensor | np.ndarray | None = None,
     amp: bool = True,
 ) -> tuple[np.ndarray, dict[str, Any]]:
     """Score a batch deterministically: ``score (B,)`` and the breakdown in ``aux``.
 
-    ``batch`` is ``(B, T, C)`` normalised FDC windows for ``patchtst`` or ``(B, 3, H, W)``
-    scalograms for ``swinmae``.  ``aux`` holds ``basis`` (the raw errors the breakdown is
-    made from, see :func:`breakdown`) and the breakdown: ``channel_errors`` or
-    ``axis_errors``, ``band_errors``, ``band_edges_hz`` and ``band_labels``.  ``bands``
-    (vibration) maps image rows to frequency bands; without it the rows are split into
-    equal groups labelled by row range.  ``profile``: the normal error profile for
-    relative scores (None: raw errors).  ``return_recon`` adds ``recon`` (the
-    reconstruction under the first complementary mask) for plotting.  On CUDA the forward
-    runs under autocast (bf16 where supported, else fp16); errors are kept in float32.
+    ``batch`` is what the stream's dataset yields (normalised FDC windows ``(B, T, C)``,
+    scalograms ``(B, 3, H, W)``).  The model's ``scoring_errors`` gives errors under its
+    complementary masks; their mean over the last axis (patches, time) is the ``basis``
+    kept in ``aux`` next to the breakdown (see :func:`breakdown`).  ``layout`` (e.g. the
+    vibration frequency bands) comes from ``task.score_layout``; ``profile`` is the normal
+    error profile for relative scores (None: raw errors).  On CUDA the forward runs under
+    autocast (bf16 where supported, else fp16); errors are kept in float32.
     """
-    if stream not in ("patchtst", "swinmae"):
-        raise ValueError(f"unknown stream {stream!r}")
     model.eval()
     device = next(model.parameters()).device
     batch = batch.to(device, non_blocking=True).float()
@@ -182,37 +132,14 @@ def infer_score(
         torch.inference_mode(),
         torch.autocast(device.type, dtype=amp_cfg.dtype, enabled=amp_cfg.enabled),
     ):
-        errors = model.scoring_errors(batch).float()
-        # FDC (B, C, N) -> mean over patches; vibration (B, 3, H, W) -> mean over time.
-        basis = errors.mean(dim=-1)
-        if return_recon:
-            lead = (batch.shape[0], batch.shape[2]) if stream == "patchtst" else (batch.shape[0],)
-            mask = model.complementary_masks(*lead, device)[0]
-            recon = model(batch, mask)["recon"].float().cpu().numpy()
-    score, aux = breakdown(basis, stream, aggregation=aggregation, top_k=top_k,
-                           profile=profile, bands=bands)
+        basis = model.scoring_errors(batch).float().mean(dim=-1)
+    score, aux = breakdown(basis, task, aggregation=aggregation, top_k=top_k,
+                           profile=profile, layout=layout)
     aux["basis"] = basis.cpu().numpy()
-    if return_recon:
-        aux["recon"] = recon
     return score, aux
 
 
-def _row_groups(height: int, n_bands: int = DEFAULT_N_BANDS) -> BandLayout:
-    """Fallback when no frequencies are known: equal row groups, edges in row units."""
-    n_bands = max(1, min(n_bands, height))
-    edges = np.linspace(0, height, n_bands + 1)
-    band = np.minimum((np.arange(height) * n_bands) // height, n_bands - 1)
-    return BandLayout(edges, band, unit="rows")
-
-
 # --------------------------------------------------------------------------- datasets
-def band_layout_for(trained: Any) -> BandLayout | None:
-    """The vibration band layout of a loaded checkpoint (None for FDC)."""
-    if trained.stream != "swinmae":
-        return None
-    return BandLayout.from_spec(CwtSpec.from_config(trained.cfg))
-
-
 def score_windows(
     dataset: Dataset,
     trained: Any,
@@ -229,18 +156,19 @@ def score_windows(
     """
     sc = scoring or trained.cfg.scoring
     loader = DataLoader(dataset, batch_size=batch_size or sc.batch_size, shuffle=False)
-    bands = band_layout_for(trained)
+    task = trained.task
+    layout = task.score_layout(trained.cfg)
     scores: list[np.ndarray] = []
     stacked: dict[str, list[np.ndarray]] = {}
     static: dict[str, Any] = {}
     for batch in tqdm(loader, desc=f"scoring {trained.stream}", unit="batch", disable=not progress,
                       leave=False):
-        s, aux = infer_score(batch, trained.model, trained.stream, aggregation=sc.aggregation,
-                             top_k=sc.top_k, bands=bands, profile=profile,
+        s, aux = infer_score(batch, trained.model, task, aggregation=sc.aggregation,
+                             top_k=sc.top_k, layout=layout, profile=profile,
                              amp=trained.cfg.device.amp)
         scores.append(s)
         for key, value in aux.items():
-            if key in ("band_edges_hz", "band_labels"):
+            if key in STATIC_AUX:
                 static[key] = value
             else:
                 stacked.setdefault(key, []).append(value)
@@ -251,10 +179,8 @@ def score_windows(
 
 
 def contributor_names(trained: Any) -> list[str]:
-    """Names of the parts a score is made of: FDC channels or the axes x, y, z."""
-    if trained.stream == "patchtst":
-        return [str(c) for c in trained.model_meta.get("channels", [])]
-    return list(AXES)
+    """Names of the parts a score is made of (FDC channels, the axes x, y, z, ...)."""
+    return trained.task.part_names(trained.model_meta)
 
 
 # --------------------------------------------------------------------------- files
@@ -270,6 +196,8 @@ class ScoredFiles:
     kept: list[str]  # ids of files that were scored, in order
     dropped: list[dict[str, str]]  # [{"file_id", "reason"}] for files DQVL or reading dropped
     reports: list[Any]  # DQVL reports, one per input file
+    start_times: np.ndarray | None = None  # (N,) datetime64[ns] from the reader, NaT unknown
+    end_times: np.ndarray | None = None
 
 
 def _spread(n: int, limit: int | None) -> np.ndarray:
@@ -290,41 +218,28 @@ def score_files(
     """Read, check (DQVL), window and score files with a loaded checkpoint.
 
     ``cfg`` gives data, DQVL and scoring settings (checked against the checkpoint's model
-    by the caller).  FDC
-    files are normalised with the training scaler (``cfg.data.scaler_path``) whose
-    channels must be the checkpoint's; vibration windows become scalograms on the
-    checkpoint's device.  Dropped files are listed with their reason, never fatal here.
+    by the caller); the stream reads and windows them (``StreamTask.prepare_scoring``).
+    Dropped files are listed with their reason, never fatal here.
     ``max_windows`` scores only that many windows, spread evenly over all of them;
     ``profile`` is the normal error profile for relative scores (None: raw errors).
     """
-    if trained.stream == "patchtst":
-        from inference.checkpoint_io import load_fdc_scaler
-        from sensor_data.fdc_prep import prepare_fdc_scoring
-
-        scaler = load_fdc_scaler(trained, cfg)
-        window = trained.cfg.data.seq_len
-        dataset, reports = prepare_fdc_scoring(list(paths), scaler, cfg, window, cfg.data.stride)
-        file_ids = [str(f) for f in dataset.file_ids]
-        kept = list(dataset.files)
-    else:
-        from sensor_data.vib_prep import prepare_vibration_scoring, window_geometry
-
-        dataset, reports = prepare_vibration_scoring(list(paths), cfg, trained.device)
-        window = window_geometry(cfg)[0]
-        file_ids = list(dataset.file_ids)
-        kept = list(dict.fromkeys(file_ids))
+    data = trained.task.prepare_scoring(cfg, trained.model_meta, list(paths), trained.device)
+    dataset = data.dataset
     pick = _spread(len(dataset), max_windows)
     subset = dataset if len(pick) == len(dataset) else Subset(dataset, pick.tolist())
     scores, aux = score_windows(subset, trained, progress=progress, scoring=cfg.scoring,
                                 profile=profile)
-    dropped = [{"file_id": r.file_id, "reason": r.reason()} for r in reports if not r.usable]
+    dropped = [{"file_id": r.file_id, "reason": r.reason()} for r in data.reports
+               if not r.usable]
     return ScoredFiles(
         scores=scores,
         aux=aux,
-        file_ids=[file_ids[i] for i in pick],
-        starts=np.asarray(dataset.starts, dtype=np.int64)[pick],
-        window=int(window),
-        kept=kept,
+        file_ids=[data.file_ids[i] for i in pick],
+        starts=np.asarray(data.starts, dtype=np.int64)[pick],
+        window=int(data.window),
+        kept=data.kept,
         dropped=dropped,
-        reports=list(reports),
+        reports=list(data.reports),
+        start_times=None if data.start_times is None else data.start_times[pick],
+        end_times=None if data.end_times is None else data.end_times[pick],
     )

@@ -28,35 +28,31 @@ from typing import Any
 from filelock import FileLock, Timeout
 from jsonschema import Draft202012Validator
 
+import streams
 from core.cli import run_main
 from core.config import StreamConfig, effective_config
 from core.errors import UserError
 from core.io import atomic_write_json
-from core.paths import REPO_ROOT, resolve_path
-from pipelines.make_bundle import (
-    CALIBRATION_TEMPLATE,
-    DEFAULT_PATCH_CONFIG,
-    DEFAULT_SWIN_CONFIG,
-    EXTERNAL_PREFIX,
-    checkpoint_side_config,
+from core.layout import (
+    BUNDLE_DIR,
+    CALIBRATION_DIR,
+    CHECKLIST,
+    DASHBOARD_STATE,
+    DECISIONS_DIR,
+    DecisionLayout,
+    RunLayout,
     event_files,
-    load_stream_config,
-    repo_rel,
+    thresholds_path,
 )
-from pipelines.status import NODE_IDS, check_run_id, new_run_id, read_status
-from pipelines.validate_training_outputs import (
-    STREAMS,
-    config_highlights,
-    latest_bundle,
-    run_checklist,
-)
+from core.paths import EXTERNAL_PREFIX, REPO_ROOT, repo_rel, resolve_path
+from core.status import NODE_IDS, check_run_id, new_run_id, read_status
+from pipelines.validate_training_outputs import config_highlights, latest_bundle, run_checklist
 
 SCHEMA_VERSION = "1.0"
 SCHEMA_PATH = REPO_ROOT / "training_dashboard/schema/dashboard-state.schema.json"
 LAYOUT_PATH = REPO_ROOT / "training_dashboard/data/dashboard-layout.json"
-DEFAULT_OUT = "training_dashboard/data/dashboard-state.json"
-CHECKLIST_REL = "artifacts/validation/checklist.json"
-DECISIONS_REL = "artifacts/decisions/decisions.json"
+DEFAULT_OUT = DASHBOARD_STATE
+CHECKLIST_REL = CHECKLIST
 DEFAULT_HISTORY_LIMIT = 50
 WINDOW_CAP = 2000  # per file in test_run: keeps the state file small enough for the browser
 HISTORY_LOCK_TIMEOUT_S = 60.0
@@ -161,27 +157,28 @@ def _artifact(root: Path, path: Path, stream: str, kind: str) -> dict[str, Any]:
             "size_bytes": size if ready else None}
 
 
-def build_artifacts(root: Path, configs: dict[str, StreamConfig]) -> list[dict[str, Any]]:
+def build_artifacts(
+    root: Path, configs: dict[str, StreamConfig], decisions: DecisionLayout
+) -> list[dict[str, Any]]:
     out = []
     for stream, cfg in configs.items():
-        ckpt = resolve_path(cfg.logging.checkpoint_path, root)
-        loss_dir = resolve_path(cfg.logging.loss_dir, root)
+        run = RunLayout.from_config(cfg, root)
         wanted = [
-            (ckpt, "checkpoint"),
-            (ckpt.with_suffix(".best.pt"), "checkpoint_best"),
-            (checkpoint_side_config(ckpt), "effective_config"),
-            (loss_dir / f"{stream}_loss_history.csv", "loss_history"),
-            (loss_dir / f"{stream}_loss_curve.png", "loss_curve"),
-            (resolve_path(cfg.logging.log_dir, root), "tensorboard"),
-            (resolve_path(cfg.dqvl.report_dir, root) / "summary.json", "dqvl_summary"),
-            (resolve_path(CALIBRATION_TEMPLATE.format(stream=stream), root), "calibration"),
+            (run.checkpoint, "checkpoint"),
+            (run.best, "checkpoint_best"),
+            (run.config_yaml, "effective_config"),
+            (run.history_csv, "loss_history"),
+            (run.curve_png, "loss_curve"),
+            (run.log_dir, "tensorboard"),
+            (run.dqvl_summary, "dqvl_summary"),
+            (thresholds_path(CALIBRATION_DIR, stream, root), "calibration"),
         ]
-        if stream == "patchtst":
-            wanted.append((resolve_path(cfg.data.scaler_path, root), "scaler"))
+        wanted += [(resolve_path(path, root), kind)
+                   for path, kind in streams.get(stream).extra_artifacts(cfg)]
         out += [_artifact(root, path, stream, kind) for path, kind in wanted]
-    bundle = latest_bundle(root) or root / "artifacts/bundles/<run_id>.zip"
+    bundle = latest_bundle(root) or root / BUNDLE_DIR / "<run_id>.zip"
     for path, kind in ((bundle, "bundle"), (root / CHECKLIST_REL, "checklist"),
-                       (root / DECISIONS_REL, "decisions")):
+                       (decisions.decisions, "decisions")):
         out.append(_artifact(root, path, "shared", kind))
     return out
 
@@ -200,9 +197,8 @@ def infer_nodes(
 ) -> dict[str, dict[str, Any]]:
     """Node statuses read off the artifacts, for when no live status says otherwise.
     A checklist computed here (``checklist_ran`` False) is a preview: the gate stays idle."""
-    summaries = {s: resolve_path(configs[s].dqvl.report_dir, root) / "summary.json"
-                 for s in STREAMS}
-    seen = [s for s in STREAMS if dqvl[s] is not None]
+    summaries = {s: RunLayout.from_config(configs[s], root).dqvl_summary for s in configs}
+    seen = [s for s in configs if dqvl[s] is not None]
     nodes: dict[str, dict[str, Any]] = {}
     if seen:
         stamp = _mtime_iso(summaries[seen[0]])
@@ -215,8 +211,8 @@ def infer_nodes(
     else:
         nodes["data_prep"] = _node("idle", "no data prepared yet")
         nodes["dqvl"] = _node("idle", "no DQVL summary yet")
-    ckpts = {s: resolve_path(configs[s].logging.checkpoint_path, root) for s in STREAMS}
-    for s in STREAMS:
+    ckpts = {s: RunLayout.from_config(configs[s], root).checkpoint for s in configs}
+    for s in configs:
         if ckpts[s].is_file():
             last = final_loss(loss[s])
             shown = f", final loss {last:.4g}" if last is not None else ""
@@ -261,7 +257,8 @@ def merge_nodes(
     live = live if isinstance(live, dict) else {}
     out = []
     for spec in layout()["nodes"]:
-        node = _live_node(live.get(spec["id"])) or inferred[spec["id"]]
+        node = (_live_node(live.get(spec["id"])) or inferred.get(spec["id"])
+                or _node("idle", "not part of this export"))
         out.append({"id": spec["id"], "label": spec["label"], "type": spec["type"], **node})
     return out
 
@@ -289,7 +286,7 @@ def load_checklist(
     if conforms(data, "checklist"):
         return data, True
     try:
-        preview = run_checklist(root, configs["patchtst"], configs["swinmae"], skip_smoke=True)
+        preview = run_checklist(root, configs, skip_smoke=True)
     except UserError as exc:
         print(f"warning: checklist not available ({exc})", file=sys.stderr)
         return None, False
@@ -310,13 +307,13 @@ def cap_windows(windows: list[dict[str, Any]], cap: int = WINDOW_CAP) -> list[di
     return [windows[i] for i in sorted(picked)]
 
 
-def load_test_run(root: Path) -> dict[str, Any] | None:
-    data = _read_json(root / DECISIONS_REL)
+def load_test_run(root: Path, decisions: DecisionLayout) -> dict[str, Any] | None:
+    data = _read_json(decisions.decisions)
     if data is None:
         return None
     if not conforms(data, "test_run"):
-        print(f"warning: {DECISIONS_REL} does not match the decisions format, ignored",
-              file=sys.stderr)
+        print(f"warning: {repo_rel(decisions.decisions, root)} does not match the decisions "
+              "format, ignored", file=sys.stderr)
         return None
     for stream in data["streams"].values():
         for item in stream["files"]:
@@ -355,19 +352,21 @@ def assert_no_machine_path(state: dict[str, Any], root: Path) -> None:
 def build_state(
     root: Path,
     run_id: str | None = None,
-    patch_config: str = DEFAULT_PATCH_CONFIG,
-    swin_config: str = DEFAULT_SWIN_CONFIG,
+    config_paths: dict[str, str] | None = None,
     checklist_json: str | None = None,
+    decisions_dir: str = DECISIONS_DIR,
 ) -> dict[str, Any]:
-    """The validated dashboard state for the repository at ``root``."""
+    """The validated dashboard state for the repository at ``root``; ``config_paths``:
+    stream -> config (default: every stream's ``make run`` config)."""
     root = Path(root).resolve()
-    paths = {"patchtst": patch_config, "swinmae": swin_config}
-    configs = {s: load_stream_config(root, paths[s], s) for s in STREAMS}
+    paths = config_paths or streams.local_config_paths()
+    configs = streams.load_stream_configs(paths, root)
+    runs = {s: RunLayout.from_config(cfg, root) for s, cfg in configs.items()}
+    decisions = DecisionLayout(resolve_path(decisions_dir, root))
     status = read_status(root)
     run_id = check_run_id(run_id or (status or {}).get("run_id") or new_run_id())
-    loss = {s: read_loss(resolve_path(configs[s].logging.loss_dir, root)
-                         / f"{s}_loss_history.csv") for s in STREAMS}
-    dqvl = {s: read_dqvl_counts(resolve_path(configs[s].dqvl.report_dir, root)) for s in STREAMS}
+    loss = {s: read_loss(run.history_csv) for s, run in runs.items()}
+    dqvl = {s: read_dqvl_counts(run.dqvl_dir) for s, run in runs.items()}
     checklist, checklist_ran = load_checklist(root, checklist_json, paths)
     progress = (status or {}).get("progress")
     state = {
@@ -381,10 +380,10 @@ def build_state(
         "progress": progress if conforms(progress, "progress") else None,
         "checklist": checklist,
         "loss": loss,
-        "config": {s: config_highlights(effective_config(configs[s])) for s in STREAMS},
-        "artifacts": build_artifacts(root, configs),
+        "config": {s: config_highlights(effective_config(cfg)) for s, cfg in configs.items()},
+        "artifacts": build_artifacts(root, configs, decisions),
         "dqvl": dqvl,
-        "test_run": load_test_run(root),
+        "test_run": load_test_run(root, decisions),
     }
     state = _clean(state, str(root))
     validate_state(state)
@@ -400,7 +399,7 @@ def _index_entry(state: dict[str, Any]) -> dict[str, Any]:
         "generated_at": state["meta"]["generated_at"],
         "passed": checklist.get("passed"),
         "total": checklist.get("total"),
-        "final_loss": {s: final_loss(state["loss"][s]) for s in STREAMS},
+        "final_loss": {s: final_loss(series) for s, series in state["loss"].items()},
     }
 
 
@@ -459,8 +458,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--repo-root", default=".", help="repository root (default: .)")
     parser.add_argument("--out", default=DEFAULT_OUT, help="state file (default: %(default)s)")
-    parser.add_argument("--patch-config", default=DEFAULT_PATCH_CONFIG)
-    parser.add_argument("--swin-config", default=DEFAULT_SWIN_CONFIG)
+    streams.add_stream_config_args(parser)
+    parser.add_argument("--decisions-dir", default=DECISIONS_DIR,
+                        help="output folder of the decision run to show (default: %(default)s)")
     parser.add_argument("--run-id", help="run id (default: the live status run id, else a "
                         "UTC timestamp); characters A-Z a-z 0-9 . _ -")
     parser.add_argument("--persist-run-history", action="store_true",
@@ -480,8 +480,8 @@ def main(argv: list[str] | None = None) -> int:
         check_run_id(args.run_id)
     if args.run_history_limit < 1:
         raise UserError(f"--run-history-limit must be >= 1, got {args.run_history_limit}")
-    state = build_state(root, args.run_id, args.patch_config, args.swin_config,
-                        args.checklist_json)
+    state = build_state(root, args.run_id, streams.stream_config_paths(args, root),
+                        args.checklist_json, args.decisions_dir)
     out = resolve_path(args.out, root)
     atomic_write_json(out, state)
     print(f"dashboard state: {repo_rel(out, root)} (run {state['meta']['run_id']})")

@@ -40,18 +40,19 @@ from typing import Any
 
 import yaml
 
+import streams
 from core.cli import run_main
 from core.errors import UserError
 from core.io import atomic_torch_save, atomic_write_bytes
+from core.layout import BUNDLE_DIR
 from core.paths import display_path, repo_root, resolve_path
+from core.status import check_run_id
 from pipelines.make_bundle import (
-    BUNDLE_DIR,
     MANIFEST,
     BundlePlan,
     sha256_file,
     write_bundle,
 )
-from pipelines.status import check_run_id
 
 # Top folders of the local layout: an absolute path is cut back to the first of these.
 KNOWN_TOP = ("data", "checkpoints", "artifacts", "runs", "configs")
@@ -412,15 +413,14 @@ def stream_configs(plan: Plan) -> dict[str, str]:
 
 
 def next_step(plan: Plan, root: Path) -> str | None:
-    """The checklist command for the imported run, when its two configs are unambiguous."""
+    """The checklist command for the imported run, when every stream's config is
+    unambiguous."""
     configs = stream_configs(plan)
-    if not {"patchtst", "swinmae"} <= configs.keys():
+    if not set(streams.names()) <= configs.keys():
         return None
     where = "." if root == Path.cwd().resolve() else str(root)
-    return (
-        f"next: python -m pipelines.validate_training_outputs --repo-root {where} "
-        f"--patch-config {configs['patchtst']} --swin-config {configs['swinmae']}"
-    )
+    flags = " ".join(f"--{t.cli_flag}-config {configs[t.name]}" for t in streams.tasks())
+    return f"next: python -m pipelines.validate_training_outputs --repo-root {where} {flags}"
 
 
 def import_bundle(

@@ -20,35 +20,18 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import IO, Any
 
+import streams
 from core.cli import run_main
-from core.config import StreamConfig, load_config
+from core.config import StreamConfig
 from core.errors import UserError
 from core.io import atomic_write_with
-from core.paths import resolve_path
-from pipelines.status import check_run_id, new_run_id, now_iso
+from core.layout import BUNDLE_DIR, CALIBRATION_DIR, RunLayout, event_files, thresholds_path
+from core.paths import repo_rel, resolve_path
+from core.status import check_run_id, new_run_id, now_iso
 
 MANIFEST = "manifest.json"
 MANIFEST_SCHEMA = "1.0"
-BUNDLE_DIR = "artifacts/bundles"
-CALIBRATION_TEMPLATE = "artifacts/calibration/{stream}_thresholds.json"
-DEFAULT_PATCH_CONFIG = "configs/patchtst_ssl_local.yaml"
-DEFAULT_SWIN_CONFIG = "configs/swinmae_ssl_local.yaml"
-EXTERNAL_PREFIX = "_external"
 _CHUNK = 1 << 20
-
-
-# --------------------------------------------------------------------------- shared helpers
-def load_stream_config(root: Path, config_path: str, stream: str) -> StreamConfig:
-    """Load a stream config whose path is relative to ``root`` (the given repository root)."""
-    return load_config(resolve_path(config_path, root), stream=stream)
-
-
-def repo_rel(path: Path, root: Path) -> str:
-    """Repository-relative POSIX path; a file outside the repository keeps only its name."""
-    try:
-        return Path(path).resolve().relative_to(root.resolve()).as_posix()
-    except ValueError:
-        return f"{EXTERNAL_PREFIX}/{Path(path).name}"
 
 
 def sha256_file(path: Path) -> str:
@@ -57,19 +40,6 @@ def sha256_file(path: Path) -> str:
         while chunk := fh.read(_CHUNK):
             digest.update(chunk)
     return digest.hexdigest()
-
-
-def checkpoint_side_config(checkpoint: Path) -> Path:
-    """``checkpoints/x.pt`` -> ``checkpoints/x.config.yaml`` (the effective config)."""
-    return checkpoint.with_suffix(".config.yaml")
-
-
-def event_files(log_dir: Path) -> list[Path]:
-    """Non-empty TensorBoard event files anywhere under ``log_dir``."""
-    if not log_dir.is_dir():
-        return []
-    found = log_dir.rglob("events.out.tfevents.*")
-    return sorted(p for p in found if p.is_file() and p.stat().st_size > 0)
 
 
 # --------------------------------------------------------------------------- collect
@@ -90,24 +60,21 @@ def plan_bundle(root: Path, configs: dict[str, tuple[str, StreamConfig]]) -> Bun
     """Which files go into the bundle; absent required ones are listed as missing."""
     plan = BundlePlan()
     for stream, (config_path, cfg) in configs.items():
-        ckpt = resolve_path(cfg.logging.checkpoint_path, root)
-        loss_dir = resolve_path(cfg.logging.loss_dir, root)
-        log_dir = resolve_path(cfg.logging.log_dir, root)
+        run = RunLayout.from_config(cfg, root)
         plan.want(resolve_path(config_path, root), root)
-        plan.want(ckpt, root)
-        plan.want(checkpoint_side_config(ckpt), root)
-        plan.want(ckpt.with_suffix(".best.pt"), root, required=False)
-        plan.want(loss_dir / f"{stream}_loss_history.csv", root)
-        plan.want(loss_dir / f"{stream}_loss_curve.png", root)
-        plan.want(resolve_path(cfg.dqvl.report_dir, root) / "summary.json", root)
-        plan.want(resolve_path(CALIBRATION_TEMPLATE.format(stream=stream), root), root, False)
-        events = event_files(log_dir)
+        for path in (run.checkpoint, run.config_yaml):
+            plan.want(path, root)
+        plan.want(run.best, root, required=False)
+        for path in (run.history_csv, run.curve_png, run.dqvl_summary):
+            plan.want(path, root)
+        plan.want(thresholds_path(CALIBRATION_DIR, stream, root), root, required=False)
+        events = event_files(run.log_dir)
         if not events:
-            plan.missing.append(f"{repo_rel(log_dir, root)}/events.out.tfevents.*")
+            plan.missing.append(f"{repo_rel(run.log_dir, root)}/events.out.tfevents.*")
         for ev in events:
             plan.want(ev, root)
-        if stream == "patchtst":
-            plan.want(resolve_path(cfg.data.scaler_path, root), root)
+        for path, _kind in streams.get(stream).extra_artifacts(cfg):
+            plan.want(resolve_path(path, root), root)
     return plan
 
 
@@ -211,16 +178,16 @@ def _check_member(zf: zipfile.ZipFile, entry: dict[str, Any]) -> list[str]:
 # --------------------------------------------------------------------------- CLI
 def make_bundle(
     root: Path,
-    patch_config: str = DEFAULT_PATCH_CONFIG,
-    swin_config: str = DEFAULT_SWIN_CONFIG,
+    config_paths: dict[str, str] | None = None,
     run_id: str | None = None,
     out: str | None = None,
 ) -> tuple[Path, dict[str, Any]]:
+    """Bundle the runs of ``config_paths`` (stream -> config; default: every stream's
+    ``make run`` config)."""
     run_id = check_run_id(run_id or new_run_id())
-    configs = {
-        "patchtst": (patch_config, load_stream_config(root, patch_config, "patchtst")),
-        "swinmae": (swin_config, load_stream_config(root, swin_config, "swinmae")),
-    }
+    paths = config_paths or streams.local_config_paths()
+    loaded = streams.load_stream_configs(paths, root)
+    configs = {s: (paths[s], loaded[s]) for s in paths}
     target = resolve_path(out or f"{BUNDLE_DIR}/{run_id}.zip", root)
     manifest = write_bundle(root, plan_bundle(root, configs), run_id, target)
     return target, manifest
@@ -232,8 +199,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Zip a training run's artifacts with a sha256 manifest (artifacts/bundles/).",
     )
     parser.add_argument("--repo-root", default=".", help="repository root (default: .)")
-    parser.add_argument("--patch-config", default=DEFAULT_PATCH_CONFIG)
-    parser.add_argument("--swin-config", default=DEFAULT_SWIN_CONFIG)
+    streams.add_stream_config_args(parser)
     parser.add_argument("--run-id", help="bundle name (default: UTC timestamp)")
     parser.add_argument("--out", help=f"zip path (default: {BUNDLE_DIR}/<run_id>.zip)")
     return parser
@@ -242,7 +208,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     root = Path(args.repo_root).resolve()
-    target, manifest = make_bundle(root, args.patch_config, args.swin_config, args.run_id, args.out)
+    paths = streams.stream_config_paths(args, root)
+    target, manifest = make_bundle(root, paths, args.run_id, args.out)
     total = sum(f["size"] for f in manifest["files"])
     print(f"bundle: {repo_rel(target, root)} ({len(manifest['files'])} files, {total} bytes)")
     for missing in manifest["missing"]:

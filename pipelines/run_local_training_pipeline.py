@@ -21,22 +21,17 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import streams
+from core import status
 from core.cli import run_main
-from core.config import apply_overrides, config_from_dict, dump_yaml, read_yaml
+from core.config import apply_overrides, dump_yaml, read_yaml
 from core.errors import UserError
 from core.io import atomic_write_text
-from core.paths import REPO_ROOT, repo_root, resolve_path
-from pipelines import status
-from pipelines.export_training_dashboard_state import (
-    CHECKLIST_REL,
-    DEFAULT_HISTORY_LIMIT,
-    DEFAULT_OUT,
-)
-from pipelines.make_bundle import DEFAULT_PATCH_CONFIG, DEFAULT_SWIN_CONFIG, repo_rel
+from core.layout import CHECKLIST, DASHBOARD_STATE, PIPELINE_DIR, RUNTIME_CONFIG_DIR
+from core.paths import REPO_ROOT, repo_rel, repo_root, resolve_path
+from pipelines.export_training_dashboard_state import DEFAULT_HISTORY_LIMIT
 
-LOG_DIR = "artifacts/pipeline/logs"
-RUNTIME_CONFIG_DIR = "artifacts/runtime_configs"
-STREAM_FLAGS = {"patchtst": ("patch", "FDC"), "swinmae": ("swin", "vibration")}
+LOG_DIR = f"{PIPELINE_DIR}/logs"
 
 
 @dataclass(frozen=True)
@@ -71,7 +66,7 @@ def plan_config(
         raw.setdefault("data", {}).update(source="files", path=data_path)
         changes += ["data.source=files", f"data.path={data_path}"]
     source = f"{config} with overrides" if changes else config
-    cfg = config_from_dict(raw, stream=stream, source=source)
+    cfg = streams.config_from_dict(raw, stream=stream, source=source)
     if not changes:
         return StreamConfigPlan(config, cfg.logging.checkpoint_path)
     target = f"{RUNTIME_CONFIG_DIR}/{run_id}/{Path(config).stem}.yaml"
@@ -96,18 +91,18 @@ def build_steps(
     args: argparse.Namespace, run_id: str, plans: dict[str, StreamConfigPlan], root: Path
 ) -> list[Step]:
     """The chain in order; skipped steps are left out."""
-    patch, swin = plans["patchtst"].path, plans["swinmae"].path
     root_arg = "." if root == REPO_ROOT else str(root)
-    both = ["--patch-config", patch, "--swin-config", swin]
+    both = [a for s, plan in plans.items()
+            for a in (f"--{streams.get(s).cli_flag}-config", plan.path)]
     steps: list[Step] = []
-    for stream in ("patchtst", "swinmae"):
+    for stream, plan in plans.items():
         if not getattr(args, f"skip_{stream}"):
-            nodes = ("data_prep", "dqvl", f"{stream}_training")
-            argv = _module(f"trainers.train_{stream}_ssl", "--config", plans[stream].path)
+            nodes = tuple(n for n in ("data_prep", "dqvl", f"{stream}_training")
+                          if n in status.NODE_IDS)
+            argv = _module("trainers.train", "--config", plan.path)
             steps.append(Step(f"train_{stream}", argv, nodes, nodes))
     if not args.skip_scoring:
-        for stream in ("patchtst", "swinmae"):
-            plan = plans[stream]
+        for stream, plan in plans.items():
             steps.append(Step(f"score_{stream}", _module(
                 "inference.run_scoring_example", "--stream", stream,
                 "--checkpoint", plan.checkpoint, "--config", plan.path), ("validation_gate",)))
@@ -117,15 +112,15 @@ def build_steps(
         smoke = ["--skip-smoke"] if args.validate_skip_smoke else []
         steps.append(Step("validate", _module(
             "pipelines.validate_training_outputs", "--repo-root", root_arg, *both,
-            "--json-out", CHECKLIST_REL, *smoke), ("validation_gate",), ("validation_gate",)))
+            "--json-out", CHECKLIST, *smoke), ("validation_gate",), ("validation_gate",)))
     if not args.skip_export:
         history = (["--persist-run-history", "--run-history-limit", str(args.run_history_limit)]
                    if args.persist_run_history else [])
-        # The exporter reads CHECKLIST_REL itself and, when the chain stopped before the
+        # The exporter reads CHECKLIST itself and, when the chain stopped before the
         # validator wrote it, computes a fresh checklist instead of failing.
         steps.append(Step("export", _module(
             "pipelines.export_training_dashboard_state", "--repo-root", root_arg,
-            "--out", DEFAULT_OUT, *both, "--run-id", run_id, *history)))
+            "--out", DASHBOARD_STATE, *both, "--run-id", run_id, *history)))
     return steps
 
 
@@ -162,7 +157,7 @@ def execute(steps: list[Step], root: Path, run_id: str) -> int:
     """Run the chain; on the first failure run only the export (if planned), return 1."""
     status.reset_status(run_id, root)
     if any(step.name == "validate" for step in steps):
-        (root / CHECKLIST_REL).unlink(missing_ok=True)  # never show last run's verdict
+        (root / CHECKLIST).unlink(missing_ok=True)  # never show last run's verdict
     failed: Step | None = None
     for step in steps:
         if failed is not None and step.name != "export":
@@ -194,7 +189,7 @@ def execute(steps: list[Step], root: Path, run_id: str) -> int:
               f"(log: {LOG_DIR}/{failed.name}.log)", file=sys.stderr)
         return 1
     print(f"\npipeline {run_id}: all {len(steps)} step(s) passed")
-    print(f"  dashboard state: {DEFAULT_OUT}\n  checklist: {CHECKLIST_REL}\n"
+    print(f"  dashboard state: {DASHBOARD_STATE}\n  checklist: {CHECKLIST}\n"
           f"  bundle: artifacts/bundles/{run_id}.zip\n  logs: {LOG_DIR}/")
     return 0
 
@@ -203,21 +198,21 @@ def execute(steps: list[Step], root: Path, run_id: str) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m pipelines.run_local_training_pipeline",
-        description="V-03 chain: train patchtst (with DQVL), train swinmae, scoring smoke for "
-        "both, backup bundle, validation checklist, dashboard export with run history.",
+        description="V-03 chain: train every stream (with DQVL), scoring smoke for each, "
+        "backup bundle, validation checklist, dashboard export with run history.",
     )
-    parser.add_argument("--patch-config", default=DEFAULT_PATCH_CONFIG)
-    parser.add_argument("--swin-config", default=DEFAULT_SWIN_CONFIG)
-    for stream, (flag, kind) in STREAM_FLAGS.items():
-        parser.add_argument(f"--{flag}-data-path", help=f"{kind} training files (glob, relative "
-                            "to the repository root); writes a runtime config with data.path "
-                            "and data.source=files under " + RUNTIME_CONFIG_DIR)
+    for task in streams.tasks():
+        flag = task.cli_flag
+        parser.add_argument(f"--{flag}-config", default=task.local_config,
+                            help=f"{task.title} config (default: %(default)s)")
+        parser.add_argument(f"--{flag}-data-path", help=f"{task.title} training files (glob, "
+                            "relative to the repository root); writes a runtime config with "
+                            "data.path and data.source=files under " + RUNTIME_CONFIG_DIR)
         parser.add_argument(f"--set-{flag}", action="append", default=[], metavar="KEY=VALUE",
-                            help=f"override a {stream} config value (repeatable); applied in "
-                            "the runtime config so every step sees it")
-    for stream in ("patchtst", "swinmae"):
-        parser.add_argument(f"--skip-{stream}", action="store_true",
-                            help=f"do not train {stream}")
+                            help=f"override a {task.name} config value (repeatable); applied "
+                            "in the runtime config so every step sees it")
+        parser.add_argument(f"--skip-{task.name}", action="store_true",
+                            help=f"do not train {task.name}")
     parser.add_argument("--skip-scoring", action="store_true", help="no scoring smoke steps")
     parser.add_argument("--skip-validate", action="store_true", help="no validation checklist")
     parser.add_argument("--skip-export", action="store_true", help="no dashboard export")
@@ -235,12 +230,13 @@ def build_parser() -> argparse.ArgumentParser:
 def plan_configs(
     args: argparse.Namespace, root: Path, run_id: str
 ) -> dict[str, StreamConfigPlan]:
-    return {
-        stream: plan_config(root, stream, getattr(args, f"{flag}_config"),
-                            getattr(args, f"{flag}_data_path"), getattr(args, f"set_{flag}"),
-                            run_id)
-        for stream, (flag, _) in STREAM_FLAGS.items()
-    }
+    out = {}
+    for task in streams.tasks():
+        flag = task.cli_flag
+        out[task.name] = plan_config(root, task.name, getattr(args, f"{flag}_config"),
+                                     getattr(args, f"{flag}_data_path"),
+                                     getattr(args, f"set_{flag}"), run_id)
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -27,27 +27,17 @@ from typing import Any
 
 import yaml
 
+import streams
 from core.cli import run_main
-from core.config import StreamConfig
+from core.config import StreamConfig, effective_config
 from core.errors import CheckpointError, UserError
 from core.io import atomic_write_json
-from core.paths import REPO_ROOT, resolve_path
-from pipelines.make_bundle import (
-    BUNDLE_DIR,
-    DEFAULT_PATCH_CONFIG,
-    DEFAULT_SWIN_CONFIG,
-    checkpoint_side_config,
-    event_files,
-    load_stream_config,
-    read_manifest,
-    repo_rel,
-    sha256_file,
-    verify_bundle,
-)
-from pipelines.status import now_iso
+from core.layout import BUNDLE_DIR, RunLayout, event_files
+from core.paths import REPO_ROOT, repo_rel, resolve_path
+from core.status import now_iso
+from pipelines.make_bundle import read_manifest, sha256_file, verify_bundle
 
 SCHEMA_VERSION = "1.0"
-STREAMS = ("patchtst", "swinmae")
 POLICY_DOC = "docs/calibration_split_policy.md"
 # Headings the calibration split policy must have (case-insensitive), each with text below.
 POLICY_SECTIONS = ("Training data", "Calibration data (normal)")
@@ -84,18 +74,25 @@ class Context:
     smoke_timeout: float = DEFAULT_SMOKE_TIMEOUT_S
     checkpoints: dict[str, dict[str, Any] | str] = field(default_factory=dict)
 
+    @property
+    def streams(self) -> list[str]:
+        return list(self.configs)
+
     def rel(self, path: Path) -> str:
         return repo_rel(path, self.root)
 
-    def checkpoint_path(self, stream: str) -> Path:
-        return resolve_path(self.configs[stream].logging.checkpoint_path, self.root)
+    def run(self, stream: str) -> RunLayout:
+        return RunLayout.from_config(self.configs[stream], self.root)
 
-    def train_hint(self, streams: list[str], why: str) -> str:
-        """Retrain command(s) for ``streams``, followed by what the rerun rewrites."""
-        if not streams:
+    def checkpoint_path(self, stream: str) -> Path:
+        return self.run(stream).checkpoint
+
+    def train_hint(self, names: list[str], why: str) -> str:
+        """Retrain command(s) for the streams ``names``, then what the rerun rewrites."""
+        if not names:
             return ""
         cmds = " && ".join(
-            f"python -m trainers.train_{s}_ssl --config {self.config_paths[s]}" for s in streams
+            f"python -m trainers.train --config {self.config_paths[s]}" for s in names
         )
         return f"{cmds}  ({why})"
 
@@ -131,7 +128,7 @@ def _load_checkpoint(path: Path, stream: str) -> dict[str, Any] | str:
 # --------------------------------------------------------------------------- items
 def check_checkpoints(ctx: Context) -> Outcome:
     details, failing = [], []
-    for stream in STREAMS:
+    for stream in ctx.streams:
         ckpt = ctx.load_checkpoint(stream)
         if isinstance(ckpt, str):
             failing.append(stream)
@@ -167,9 +164,8 @@ def _scaler_problem(data: Any) -> str | None:
     return None
 
 
-def check_scaler(ctx: Context) -> Outcome:
-    path = resolve_path(ctx.configs["patchtst"].data.scaler_path, ctx.root)
-    hint = ctx.train_hint(["patchtst"], f"rewrites {ctx.rel(path)}")
+def _check_one_scaler(ctx: Context, stream: str, path: Path) -> Outcome:
+    hint = ctx.train_hint([stream], f"rewrites {ctx.rel(path)}")
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
@@ -184,10 +180,24 @@ def check_scaler(ctx: Context) -> Outcome:
     )
 
 
+def check_scaler(ctx: Context) -> Outcome:
+    """Every scaler a stream writes (the FDC stream's robust / z-score scaler)."""
+    outcomes = [
+        _check_one_scaler(ctx, stream, resolve_path(path, ctx.root))
+        for stream in ctx.streams
+        for path, kind in streams.get(stream).extra_artifacts(ctx.configs[stream])
+        if kind == "scaler"
+    ]
+    if not outcomes:
+        return Outcome(True, "no stream of this run uses a scaler")
+    return Outcome(all(o.ok for o in outcomes), "; ".join(o.detail for o in outcomes),
+                   " && ".join(o.hint for o in outcomes if o.hint))
+
+
 def check_tensorboard(ctx: Context) -> Outcome:
     details, failing = [], []
-    for stream in STREAMS:
-        log_dir = resolve_path(ctx.configs[stream].logging.log_dir, ctx.root)
+    for stream in ctx.streams:
+        log_dir = ctx.run(stream).log_dir
         events = event_files(log_dir)
         if not events:
             failing.append(stream)
@@ -208,15 +218,21 @@ def _dotted(data: Any, dotted: str) -> tuple[bool, Any]:
 def _key_field_problems(cfg: Any, stream: str) -> list[str]:
     """Missing or implausible key fields in an effective config (plain dict)."""
     problems = []
-    for name, dotted in KEY_FIELDS.items():
+    for dotted in KEY_FIELDS.values():
         present, value = _dotted(cfg, dotted)
         if not present:
             problems.append(f"{dotted} missing")
-        elif name == "fs" and value is None and stream == "patchtst":
-            continue  # informational for FDC: the key must exist, the value may be null
+        elif value is None and _optional(stream, dotted):
+            continue  # e.g. data.fs of FDC is informational: the key must exist, may be null
         elif value is None or value == "" or value == []:
             problems.append(f"{dotted} empty")
     return problems
+
+
+def _optional(stream: str, dotted: str) -> bool:
+    """Whether the stream's schema defaults ``dotted`` to None (then None is a value)."""
+    defaults = effective_config(streams.get(stream).config_class())
+    return _dotted(defaults, dotted) == (True, None)
 
 
 def config_highlights(cfg: Any) -> dict[str, Any]:
@@ -231,7 +247,7 @@ def _final_config_problems(ctx: Context, stream: str) -> list[str]:
     else:
         embedded = ckpt.get("config")
         problems = [f"embedded config: {p}" for p in _key_field_problems(embedded, stream)]
-    side = checkpoint_side_config(ctx.checkpoint_path(stream))
+    side = ctx.run(stream).config_yaml
     try:
         beside = yaml.safe_load(side.read_text(encoding="utf-8"))
     except FileNotFoundError:
@@ -249,7 +265,7 @@ def _final_config_problems(ctx: Context, stream: str) -> list[str]:
 
 def check_final_configs(ctx: Context) -> Outcome:
     details, failing = [], []
-    for stream in STREAMS:
+    for stream in ctx.streams:
         problems = _final_config_problems(ctx, stream)
         if problems:
             failing.append(stream)
@@ -274,7 +290,7 @@ def _bundle_problems(ctx: Context, bundle: Path) -> list[str]:
         return problems
     with zipfile.ZipFile(bundle) as zf:
         listed = {e["path"]: e["sha256"] for e in read_manifest(zf)["files"]}
-    for stream in STREAMS:
+    for stream in ctx.streams:
         ckpt = ctx.checkpoint_path(stream)
         name = ctx.rel(ckpt)
         if name not in listed:
@@ -285,9 +301,8 @@ def _bundle_problems(ctx: Context, bundle: Path) -> list[str]:
 
 
 def check_backup_bundle(ctx: Context) -> Outcome:
-    p, s = ctx.config_paths["patchtst"], ctx.config_paths["swinmae"]
-    hint = (f"python -m pipelines.make_bundle --repo-root . "
-            f"--patch-config {p} --swin-config {s}")
+    hint = "python -m pipelines.make_bundle --repo-root . " + " ".join(
+        f"--{streams.get(s).cli_flag}-config {path}" for s, path in ctx.config_paths.items())
     bundle = latest_bundle(ctx.root)
     if bundle is None:
         return Outcome(False, f"no bundle (*.zip) under {BUNDLE_DIR}/", hint)
@@ -329,7 +344,7 @@ def check_scoring_smoke(ctx: Context) -> Outcome:
     if ctx.skip_smoke:
         return Outcome(True, SMOKE_SKIPPED)
     details, hints = [], []
-    for stream in STREAMS:
+    for stream in ctx.streams:
         ok, detail, argv = _run_smoke(ctx, stream)
         details.append(f"{stream}: {detail}")
         if not ok:
@@ -379,16 +394,15 @@ ITEMS: tuple[tuple[str, str, Callable[[Context], Outcome]], ...] = (
 # --------------------------------------------------------------------------- run / report
 def run_checklist(
     root: Path,
-    patch_config: str = DEFAULT_PATCH_CONFIG,
-    swin_config: str = DEFAULT_SWIN_CONFIG,
+    config_paths: dict[str, str] | None = None,
     skip_smoke: bool = False,
     smoke_command: SmokeCommand = default_smoke_command,
     smoke_timeout: float = DEFAULT_SMOKE_TIMEOUT_S,
 ) -> dict[str, Any]:
     """Run the seven checks; returns the checklist object written by ``--json-out``."""
     root = Path(root).resolve()
-    paths = {"patchtst": patch_config, "swinmae": swin_config}
-    configs = {s: load_stream_config(root, paths[s], s) for s in STREAMS}
+    paths = config_paths or streams.local_config_paths()
+    configs = streams.load_stream_configs(paths, root)
     ctx = Context(root, paths, configs, skip_smoke, smoke_command, smoke_timeout)
     def tidy(text: str) -> str:
         """One line, with paths under the repository shown repository-relative (hints are
@@ -441,8 +455,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--repo-root", default=".", help="repository root; config paths and the "
                         "paths inside the configs are resolved against it (default: .)")
-    parser.add_argument("--patch-config", default=DEFAULT_PATCH_CONFIG)
-    parser.add_argument("--swin-config", default=DEFAULT_SWIN_CONFIG)
+    streams.add_stream_config_args(parser)
     parser.add_argument("--json-out", help="also write the checklist as JSON (atomic), e.g. "
                         "artifacts/validation/checklist.json (relative to --repo-root)")
     parser.add_argument("--skip-smoke", action="store_true", help="do not run the scoring smoke; "
@@ -457,9 +470,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.smoke_timeout <= 0:
         raise UserError(f"--smoke-timeout must be > 0, got {args.smoke_timeout}")
     root = Path(args.repo_root).resolve()
-    checklist = run_checklist(
-        root, args.patch_config, args.swin_config, args.skip_smoke, smoke_timeout=args.smoke_timeout
-    )
+    checklist = run_checklist(root, streams.stream_config_paths(args, root), args.skip_smoke,
+                              smoke_timeout=args.smoke_timeout)
     print(format_checklist(checklist))
     if args.json_out:
         atomic_write_json(resolve_path(args.json_out, root), checklist)

@@ -142,7 +142,7 @@ All paths are relative to the repository root, wherever the notebook is opened f
             "same schema the trainer uses; a typo or a bad value fails here with the dotted key."
         ),
         new_code_cell(
-            '''from core.config import load_config
+            '''from streams import load_config
 
 cfg = load_config(CONFIG, OVERRIDES, stream=STREAM)
 SETS = [arg for item in OVERRIDES for arg in ("--set", item)]

@@ -13,14 +13,13 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 from tqdm import tqdm
 
-from core.config import PatchTSTConfig
 from core.errors import DataError
 from core.paths import display_path, resolve_path
 from sensor_data.dqvl_fdc import STREAM, check_fdc, read_error_report
@@ -29,14 +28,39 @@ from sensor_data.fdc import SUPPORTED_SUFFIXES, FdcTable, read_fdc, table_from_f
 from sensor_data.files import list_data_files
 from sensor_data.scaler import ChannelScaler, channel_order
 from sensor_data.synthetic_fdc import make_fdc_frame
+from sensor_data.timestamps import NAT
 from sensor_data.windows import split_index, train_val_starts, window_starts
+
+if TYPE_CHECKING:  # the config class lives with its stream, a layer above
+    from streams.patchtst import PatchTSTConfig
+
+
+def _window_times(
+    stamps: Sequence[np.ndarray | None], index: np.ndarray, seq_len: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Stamps of each window's first and last row; NaT where its file has no stamps.
+
+    ``stamps[k]`` are file ``k``'s row stamps (as parsed by the reader) and ``index`` rows
+    are ``(file_idx, start)``, so the times line up with the windows by construction.
+    """
+    begin, end = np.full(len(index), NAT), np.full(len(index), NAT)
+    by_file = np.argsort(index[:, 0], kind="stable")  # one pass, not one scan per file
+    bounds = np.searchsorted(index[by_file, 0], np.arange(len(stamps) + 1))
+    for k, file_stamps in enumerate(stamps):
+        if file_stamps is None:
+            continue
+        rows = by_file[bounds[k] : bounds[k + 1]]
+        begin[rows] = file_stamps[index[rows, 1]]
+        end[rows] = file_stamps[index[rows, 1] + seq_len - 1]
+    return begin, end
 
 
 class FdcWindows(Dataset):
     """Windows over per-file normalised arrays; item ``i`` is ``(seq_len, C)`` float32.
 
     ``index`` rows are ``(file_idx, start)``; train and validation sets of one run share
-    the same arrays (no copy), only their index differs.
+    the same arrays (no copy), only their index differs.  ``stamps`` (one array or None
+    per file) give ``start_times``/``end_times``, so no caller re-reads a file for them.
     """
 
     def __init__(
@@ -46,12 +70,14 @@ class FdcWindows(Dataset):
         index: np.ndarray,
         seq_len: int,
         channels: list[str],
+        stamps: Sequence[np.ndarray | None] = (),
     ) -> None:
         self.arrays = arrays
         self.files = files
         self.index = np.asarray(index, dtype=np.int64).reshape(-1, 2)
         self.seq_len = seq_len
         self.channels = channels
+        self.start_times, self.end_times = _window_times(stamps, self.index, seq_len)
 
     def __len__(self) -> int:
         return int(self.index.shape[0])
@@ -230,9 +256,10 @@ def prepare_fdc_training(cfg: PatchTSTConfig, run_id: str, progress: bool = True
         arrays.append(scaler.transform(table.values))
         table.values = arrays[-1]
     files = [t.file_id for t in tables]
+    stamps = [t.timestamps for t in tables]
     return FdcPrepared(
-        train=FdcWindows(arrays, files, train_index, data.seq_len, channels),
-        val=FdcWindows(arrays, files, val_index, data.seq_len, channels),
+        train=FdcWindows(arrays, files, train_index, data.seq_len, channels, stamps),
+        val=FdcWindows(arrays, files, val_index, data.seq_len, channels, stamps),
         scaler=scaler,
         reports=reports,
         summary_path=summary,
@@ -268,6 +295,7 @@ def prepare_fdc_scoring(
     reports: list[DqvlReport] = []
     arrays: list[np.ndarray] = []
     files: list[str] = []
+    stamps: list[np.ndarray | None] = []
     index = []
     for fid, load in _progress(_file_loaders(paths, cfg), progress, "FDC scoring files"):
         table, report = _load_checked(fid, load, cfg, window)
@@ -283,5 +311,7 @@ def prepare_fdc_scoring(
         index.append(np.column_stack([np.full_like(starts, len(arrays)), starts]))
         arrays.append(scaler.transform(table.values))
         files.append(fid)
+        stamps.append(table.timestamps)
     index_arr = np.concatenate(index) if index else np.empty((0, 2), dtype=np.int64)
-    return FdcWindows(arrays, files, index_arr, window, list(scaler.channels)), reports
+    windows = FdcWindows(arrays, files, index_arr, window, list(scaler.channels), stamps)
+    return windows, reports

@@ -19,13 +19,13 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from scipy.signal import resample_poly
 from torch.utils.data import Dataset
 
-from core.config import SwinMAEConfig
 from core.errors import DataError
 from core.paths import display_path, resolve_path
 from dsp.cwt import CwtSpec, frequencies
@@ -34,8 +34,12 @@ from sensor_data.dqvl_report import DqvlReport, skipped_report, write_reports
 from sensor_data.dqvl_vib import STREAM, check_vibration, needs_resample, read_error_report
 from sensor_data.files import list_data_files
 from sensor_data.synthetic_vib import make_vibration
+from sensor_data.timestamps import NAT, sample_times
 from sensor_data.vibration import SUFFIXES, VibTable, read_vibration
 from sensor_data.windows import split_index, window_starts
+
+if TYPE_CHECKING:  # the config class lives with its stream, a layer above
+    from streams.swinmae import SwinMAEConfig
 
 _MAX_RESAMPLE_DENOMINATOR = 1000  # keeps polyphase filters short; ratio error < 1e-6 typical
 
@@ -44,15 +48,27 @@ class ScalogramDataset(Dataset):
     """Precomputed ``(N, 3, H, W)`` scalograms; item ``i`` is a float32 tensor ``(3, H, W)``.
 
     ``file_ids[i]`` and ``starts[i]`` (first sample, at the configured fs) say where
-    window ``i`` comes from, for per-window scores and decisions.
+    window ``i`` comes from and ``start_times[i]``/``end_times[i]`` (datetime64[ns], NaT
+    without usable stamps) when it was recorded, for per-window scores and decisions.
     """
 
-    def __init__(self, images: np.ndarray, file_ids: list[str], starts: np.ndarray) -> None:
-        if not (len(images) == len(file_ids) == len(starts)):
-            raise ValueError("images, file_ids and starts must have the same length")
+    def __init__(
+        self,
+        images: np.ndarray,
+        file_ids: list[str],
+        starts: np.ndarray,
+        start_times: np.ndarray | None = None,
+        end_times: np.ndarray | None = None,
+    ) -> None:
+        unknown = np.full(len(starts), NAT)
         self.images = np.ascontiguousarray(images, dtype=np.float32)
         self.file_ids = list(file_ids)
         self.starts = np.asarray(starts, dtype=np.int64)
+        self.start_times = unknown if start_times is None else start_times.astype(NAT.dtype)
+        self.end_times = unknown if end_times is None else end_times.astype(NAT.dtype)
+        lengths = {len(self.images), len(self.file_ids), len(self.starts)}
+        if len(lengths | {len(self.start_times), len(self.end_times)}) != 1:
+            raise ValueError("images, file_ids, starts and times must have the same length")
 
     def __len__(self) -> int:
         return len(self.images)
@@ -129,25 +145,33 @@ def extract_windows(values: np.ndarray, starts: np.ndarray, win: int) -> np.ndar
     return np.where(finite, safe - mean.astype(np.float32), 0).astype(np.float32)
 
 
-def _load_checked(
-    source: Path | VibTable, cfg: SwinMAEConfig
-) -> tuple[np.ndarray | None, str, DqvlReport]:
-    """Values at the configured fs (None when the file is dropped), file id and report."""
+@dataclass
+class _Usable:
+    """A kept file at the configured fs; the raw table is not held, it may be large."""
+
+    file_id: str
+    values: np.ndarray
+    first_stamp: np.datetime64  # NaT without usable timestamps
+
+
+def _load_checked(source: Path | VibTable, cfg: SwinMAEConfig) -> tuple[_Usable | None, DqvlReport]:
+    """The file at the configured fs (None when it is dropped) and its DQVL report."""
     if isinstance(source, VibTable):
         table = source
     else:
         try:
             table = read_vibration(source, cfg.data.axes, cfg.data.timestamp_col)
         except DataError as exc:
-            return None, Path(source).name, read_error_report(Path(source).name, str(exc))
+            return None, read_error_report(Path(source).name, str(exc))
     if cfg.dqvl.enabled:
         win, _ = window_geometry(cfg)
         rep = check_vibration(table, cfg.dqvl, cfg.data.fs, win, cfg.data.resample.enabled)
     else:
         rep = skipped_report(table.file_id, STREAM)
     if not rep.usable:
-        return None, table.file_id, rep
-    return to_configured_fs(table, cfg), table.file_id, rep
+        return None, rep
+    first = NAT if table.timestamps is None else table.timestamps[0]
+    return _Usable(table.file_id, to_configured_fs(table, cfg), first), rep
 
 
 def _images(
@@ -160,24 +184,38 @@ def _images(
 
 
 class _Collector:
-    """Accumulates per-file images and window origins into one dataset."""
+    """Accumulates per-file images and window origins (file, start sample, times).
 
-    def __init__(self) -> None:
+    Times are the file's first stamp plus sample offsets at the configured fs, which
+    stays right after resampling; without a usable first stamp they are NaT.
+    """
+
+    def __init__(self, win: int, fs: float) -> None:
+        self.win, self.fs = win, fs
         self.images: list[np.ndarray] = []
         self.file_ids: list[str] = []
         self.starts: list[np.ndarray] = []
+        self.start_times: list[np.ndarray] = []
+        self.end_times: list[np.ndarray] = []
 
-    def add(self, images: np.ndarray, file_id: str, starts: np.ndarray) -> None:
+    def add(self, images: np.ndarray, source: _Usable, starts: np.ndarray) -> None:
+        first = source.first_stamp
         self.images.append(images)
-        self.file_ids.extend([file_id] * len(starts))
+        self.file_ids.extend([source.file_id] * len(starts))
         self.starts.append(starts)
+        self.start_times.append(sample_times(first, starts, self.fs))
+        self.end_times.append(sample_times(first, starts + self.win - 1, self.fs))
 
     def dataset(self, size: int) -> ScalogramDataset:
         if not self.images:
             empty = np.zeros((0, 3, size, size), dtype=np.float32)
             return ScalogramDataset(empty, [], np.zeros(0, dtype=np.int64))
         return ScalogramDataset(
-            np.concatenate(self.images), self.file_ids, np.concatenate(self.starts)
+            np.concatenate(self.images),
+            self.file_ids,
+            np.concatenate(self.starts),
+            np.concatenate(self.start_times),
+            np.concatenate(self.end_times),
         )
 
 
@@ -195,12 +233,13 @@ def prepare_vibration_training(
     win, stride = window_geometry(cfg)
     reports: list[DqvlReport] = []
     kept: list[str] = []
-    train, val = _Collector(), _Collector()
+    train, val = _Collector(win, cfg.data.fs), _Collector(win, cfg.data.fs)
     for source in sources:
-        values, file_id, rep = _load_checked(source, cfg)
+        usable, rep = _load_checked(source, cfg)
         reports.append(rep)
-        if values is None:
+        if usable is None:
             continue
+        values = usable.values
         n = len(values)
         split = split_index(n, cfg.data.val_fraction)
         tr = window_starts(0, split, win, stride)
@@ -208,10 +247,10 @@ def prepare_vibration_training(
         images = _images(
             extract_windows(values, np.concatenate([tr, va]), win), spec, cfg, device, progress
         )
-        train.add(images[: len(tr)], file_id, tr)
-        val.add(images[len(tr) :], file_id, va)
+        train.add(images[: len(tr)], usable, tr)
+        val.add(images[len(tr) :], usable, va)
         if len(tr) + len(va):
-            kept.append(file_id)
+            kept.append(usable.file_id)
     summary = write_reports(reports, resolve_path(cfg.dqvl.report_dir), run_id)
     if not any(r.usable for r in reports):
         raise DataError(f"every vibration file was dropped by DQVL; see {display_path(summary)}")
@@ -234,16 +273,17 @@ def prepare_vibration_scoring(
     spec = CwtSpec.from_config(cfg)
     win, stride = window_geometry(cfg)
     reports: list[DqvlReport] = []
-    out = _Collector()
+    out = _Collector(win, cfg.data.fs)
     for source in paths:
-        values, file_id, rep = _load_checked(source, cfg)
+        usable, rep = _load_checked(source, cfg)
         reports.append(rep)
-        if values is None:
+        if usable is None:
             continue
+        values = usable.values
         starts = window_starts(0, len(values), win, stride)
         out.add(
             _images(extract_windows(values, starts, win), spec, cfg, device, progress),
-            file_id,
+            usable,
             starts,
         )
     return out.dataset(cfg.image.size), reports

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from core.config import load_config
+from core.config import FileRule, load_decision_config
 from core.errors import ConfigError, UserError
 from inference.calibration import (
     ThresholdPolicy,
@@ -23,9 +23,10 @@ from inference.calibration import (
     thresholds_from_scores,
 )
 from inference.checkpoint_io import file_sha256, load_trained
+from inference.decisions import file_level
 from inference.scoring import breakdown
-from pipelines.run_local_test_pipeline import FileRule, file_level, load_decision_config
 from pipelines.run_local_test_pipeline import main as pipeline_main
+from streams import load_config
 from tests.test_scoring import FDC_START_S, write_fdc, write_vib
 
 CONTRACT_KEYS = {"schema_version", "stream", "warn", "anomaly", "method", "n_windows",
@@ -117,7 +118,7 @@ def test_relative_scores_use_a_held_apart_profile(root: Path, tmp_path: Path) ->
     assert profile["n_windows"] == 15 and saved["n_windows"] == 15  # 30 windows, split in two
     values = threshold_profile(saved)
     basis = np.stack([values, 2 * values])
-    scores, aux = breakdown(basis, "swinmae", profile=values)
+    scores, aux = breakdown(basis, trained.task, profile=values)
     np.testing.assert_allclose(scores, [0.0, np.log(2)], atol=1e-6)
     np.testing.assert_allclose(aux["band_errors"][1], np.log(2), atol=1e-6)
 

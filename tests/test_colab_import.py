@@ -41,6 +41,7 @@ TINY = {
     ],
 }
 PATCH_SWIN = ("configs/patchtst_ssl.yaml", "configs/swinmae_ssl.yaml")
+CONFIGS = dict(zip(("patchtst", "swinmae"), PATCH_SWIN, strict=True))
 
 
 def run_module(root: Path, module: str, *args: str) -> subprocess.CompletedProcess[str]:
@@ -152,7 +153,7 @@ def test_round_trip_then_checklist_passes_7_of_7(trained, tmp_path: Path) -> Non
     assert list((local / "runs/swinmae_ssl").glob("events.out.tfevents.*"))
     assert (local / "artifacts/bundles/colab-run.zip").is_file()
 
-    result = run_checklist(local, *PATCH_SWIN)  # scoring smoke included
+    result = run_checklist(local, CONFIGS)  # scoring smoke included
     assert [i["status"] for i in result["items"]] == ["PASS"] * 7, result["items"]
     smoke = next(i for i in result["items"] if i["key"] == "scoring_smoke")
     assert smoke["detail"] == "patchtst: passed; swinmae: passed"
@@ -185,7 +186,7 @@ def test_content_paths_become_repo_relative(trained, tmp_path: Path) -> None:
         assert "/content/drive" not in path.read_text(), path.name
 
     # items 1-5 pass: the backup bundle was re-packed from the rewritten checkpoints
-    result = run_checklist(local, *PATCH_SWIN, skip_smoke=True)
+    result = run_checklist(local, CONFIGS, skip_smoke=True)
     assert [i["status"] for i in result["items"]] == ["PASS"] * 7, result["items"]
 
 

@@ -6,16 +6,12 @@ from pathlib import Path
 
 import pytest
 
-from core.config import (
-    PatchTSTConfig,
-    SwinMAEConfig,
-    apply_overrides,
-    config_from_dict,
-    effective_config,
-    load_config,
-)
+from core.config import apply_overrides, effective_config
 from core.errors import ConfigError
 from core.paths import resolve_path
+from streams import config_from_dict, load_config
+from streams.patchtst import PatchTSTConfig
+from streams.swinmae import SwinMAEConfig
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = sorted((REPO / "configs").glob("*_ssl*.yaml"))

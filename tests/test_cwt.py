@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 import torch
 
-from core.config import SwinMAEConfig
 from core.errors import DataError
 from dsp import scalogram_cache
 from dsp.cwt import (
@@ -20,6 +19,7 @@ from dsp.cwt import (
     scales,
 )
 from dsp.scalogram_cache import compute_scalograms
+from streams.swinmae import SwinMAEConfig
 
 FS, T, SIZE = 1000.0, 1000, 64
 # freq_min 4 Hz: the lowest wavelets (+-8 scale units = 2000 samples) are longer than the

@@ -20,8 +20,8 @@ from fastapi.testclient import TestClient
 from jsonschema import Draft202012Validator
 
 from core.errors import UserError
+from core.status import read_status
 from pipelines.export_training_dashboard_state import load_schema
-from pipelines.status import read_status
 from training_dashboard import server as dashboard_server
 from training_dashboard.server import create_app, run_arguments
 from training_dashboard.uploads import UploadLimits, UploadRejected, sanitize_name

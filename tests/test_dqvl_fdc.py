@@ -11,13 +11,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from core.config import FdcDqvlConfig, PatchTSTConfig, config_from_dict
+from core.config import FdcDqvlConfig
 from core.errors import DataError
 from sensor_data.dqvl_fdc import check_fdc, read_error_report
 from sensor_data.dqvl_report import DqvlReport
 from sensor_data.fdc import FdcTable, table_from_frame
 from sensor_data.fdc_prep import prepare_fdc_training
 from sensor_data.synthetic_fdc import make_fdc_frame, write_fdc_files
+from streams import config_from_dict
+from streams.patchtst import PatchTSTConfig
 
 N_ROWS = 200
 WINDOW = 32

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import math
 import os
 import signal
 import subprocess
@@ -14,9 +15,9 @@ import pytest
 import torch
 import yaml
 
-from core.config import load_config
 from engine.checkpoint import load_checkpoint
 from engine.trainer import fit, lr_factor
+from streams import load_config
 from tests.toy_task import build_setup
 
 REPO = Path(__file__).resolve().parents[1]
@@ -123,3 +124,38 @@ def test_torchrun_two_processes_on_cpu(repo_tmp: Path) -> None:
     assert "world_size=2" in out.stdout
     assert [int(r["epoch"]) for r in _history(repo_tmp)] == [1, 2]
     assert load_checkpoint(repo_tmp / "checkpoints/patchtst_ssl.pt")["epoch"] == 2
+
+
+class _NanFirstSteps(torch.nn.Module):
+    """The toy autoencoder whose first two training losses are NaN (a bad batch under AMP)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        from tests.toy_task import ToyAutoencoder
+
+        self.inner = ToyAutoencoder()
+        self.calls = 0
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        loss = self.inner(x)["loss"]
+        if self.training:
+            self.calls += 1
+            if self.calls <= 2:
+                loss = loss * float("nan")
+        return {"loss": loss}
+
+
+def test_non_finite_loss_is_skipped_before_the_optimizer_step(repo_tmp: Path) -> None:
+    from streams.base import TrainingSetup
+    from tests.toy_task import ToyWindows
+
+    model = _NanFirstSteps()
+
+    def build(cfg, device, run_id):
+        return TrainingSetup(model, ToyWindows(96, 0), ToyWindows(32, 1), {"toy": True})
+
+    result = fit(load_config(_toy_config(repo_tmp, epochs=2)), build, run_id="nan")
+    assert model.calls > 2
+    assert all(torch.isfinite(p).all() for p in model.parameters())  # no NaN update applied
+    assert all(math.isfinite(r["train_loss"]) and math.isfinite(r["val_loss"])
+               for r in result.history)

@@ -16,11 +16,11 @@ import pytest
 import yaml
 from jsonschema import Draft202012Validator
 
+from core import status as st
 from core.errors import UserError
 from core.paths import REPO_ROOT
 from pipelines import export_training_dashboard_state as ex
-from pipelines import status as st
-from tests.test_validate import PATCH_CFG, SWIN_CFG, make_fake_run
+from tests.test_validate import CONFIGS, PATCH_CFG, SWIN_CFG, make_fake_run
 
 OUT = "training_dashboard/data/dashboard-state.json"
 
@@ -93,7 +93,7 @@ def test_state_is_schema_valid_and_has_no_machine_path(fake_run: Path, monkeypat
     cfg_path.write_text(yaml.safe_dump(raw))
     with open(fake_run / "artifacts/loss/swinmae_loss_history.csv", "a") as fh:
         fh.write("3,nan,,0.001,0.5\n")
-    dec = fake_run / ex.DECISIONS_REL
+    dec = fake_run / "artifacts/decisions/decisions.json"
     dec.parent.mkdir(parents=True)
     dec.write_text(json.dumps(_decisions(2500)))
     monkeypatch.setenv("SSL_REPO_ROOT", str(fake_run))
@@ -172,7 +172,7 @@ def test_empty_repo_exports_idle_nodes(tmp_path: Path) -> None:
     (tmp_path / "configs").mkdir()
     (tmp_path / PATCH_CFG).write_text("stream: patchtst\n")
     (tmp_path / SWIN_CFG).write_text("stream: swinmae\n")
-    state = ex.build_state(tmp_path, "fresh", PATCH_CFG, SWIN_CFG)
+    state = ex.build_state(tmp_path, "fresh", CONFIGS)
     status = {n["id"]: n["status"] for n in state["nodes"]}
     assert status == {
         "data_prep": "idle",
@@ -194,23 +194,23 @@ def test_empty_repo_exports_idle_nodes(tmp_path: Path) -> None:
 def test_checklist_file_is_used_and_bad_explicit_one_is_an_error(fake_run: Path) -> None:
     from pipelines.validate_training_outputs import run_checklist
 
-    checklist = run_checklist(fake_run, PATCH_CFG, SWIN_CFG, skip_smoke=True)
+    checklist = run_checklist(fake_run, CONFIGS, skip_smoke=True)
     checklist["items"][2].update(status="FAIL", hint="retrain")
     checklist.update(passed=6, ok=False)
     path = fake_run / ex.CHECKLIST_REL
     path.parent.mkdir(parents=True)
     path.write_text(json.dumps(checklist))
-    state = ex.build_state(fake_run, "r", PATCH_CFG, SWIN_CFG)
+    state = ex.build_state(fake_run, "r", CONFIGS)
     assert state["checklist"] == checklist
     gate = state["nodes"][-1]
     assert gate["status"] == "fail" and gate["message"] == "6/7 passed; failing: 3"
     (fake_run / "bad.json").write_text('{"items": []}')
     with pytest.raises(UserError, match="bad.json: missing or not a validation checklist"):
-        ex.build_state(fake_run, "r", PATCH_CFG, SWIN_CFG, checklist_json="bad.json")
+        ex.build_state(fake_run, "r", CONFIGS, checklist_json="bad.json")
 
 
 def test_schema_violation_is_raised_as_a_bug(fake_run: Path) -> None:
-    state = ex.build_state(fake_run, "r", PATCH_CFG, SWIN_CFG)
+    state = ex.build_state(fake_run, "r", CONFIGS)
     state["nodes"][0]["status"] = "exploded"
     with pytest.raises(ex.StateSchemaError, match="nodes/0/status"):
         ex.validate_state(state)
@@ -270,7 +270,7 @@ def _concurrent(state: dict, runs_dir: Path, limit: int, n: int = 20) -> dict[st
 
 @pytest.mark.parametrize("limit", [50, 5])
 def test_concurrent_exports_keep_a_valid_index(fake_run: Path, limit: int) -> None:
-    state = ex.build_state(fake_run, "base", PATCH_CFG, SWIN_CFG)
+    state = ex.build_state(fake_run, "base", CONFIGS)
     runs_dir = fake_run / "runs_history"
     stamps = _concurrent(state, runs_dir, limit)
     index = json.loads((runs_dir / "index.json").read_text())
@@ -289,13 +289,13 @@ def test_concurrent_exports_keep_a_valid_index(fake_run: Path, limit: int) -> No
 def test_history_survives_a_corrupt_index_and_caps_with_eviction(fake_run: Path) -> None:
     runs_dir = fake_run / "hist"
     for i in range(3):
-        ex.persist_run_history(ex.build_state(fake_run, f"r{i}", PATCH_CFG, SWIN_CFG), runs_dir)
+        ex.persist_run_history(ex.build_state(fake_run, f"r{i}", CONFIGS), runs_dir)
     (runs_dir / "index.json").write_text('{"runs": [')  # corrupt
-    ex.persist_run_history(ex.build_state(fake_run, "r3", PATCH_CFG, SWIN_CFG), runs_dir, 3)
+    ex.persist_run_history(ex.build_state(fake_run, "r3", CONFIGS), runs_dir, 3)
     index = json.loads((runs_dir / "index.json").read_text())
     assert [r["run_id"] for r in index["runs"]] == ["r3", "r2", "r1"]
     assert not (runs_dir / "r0.json").exists()
-    ex.persist_run_history(ex.build_state(fake_run, "r1", PATCH_CFG, SWIN_CFG), runs_dir, 3)
+    ex.persist_run_history(ex.build_state(fake_run, "r1", CONFIGS), runs_dir, 3)
     index = json.loads((runs_dir / "index.json").read_text())
     assert [r["run_id"] for r in index["runs"]] == ["r1", "r3", "r2"]
 

@@ -11,7 +11,12 @@ import pytest
 
 from core.errors import ConfigError, DataError
 from sensor_data.fdc import read_fdc
-from sensor_data.fdc_prep import list_fdc_files, prepare_fdc_scoring, prepare_fdc_training
+from sensor_data.fdc_prep import (
+    FdcWindows,
+    list_fdc_files,
+    prepare_fdc_scoring,
+    prepare_fdc_training,
+)
 from sensor_data.scaler import ChannelScaler
 from sensor_data.synthetic_fdc import make_fdc_frame, write_fdc_files
 from sensor_data.tep import CHANNELS, load_tep, load_tep_protocol, materialise_tep
@@ -255,6 +260,56 @@ def test_scoring_windows_use_the_saved_scaler_and_handle_channel_mismatch(root: 
     )
     with pytest.raises(DataError, match=r"wrong\.csv: channel set differs.*extra ch_03"):
         prepare_fdc_scoring([wrong], scaler, cfg, window=32, stride=16)
+
+
+# --------------------------------------------------------------------------- window times
+NAT = np.datetime64("NaT", "ns")
+
+
+def _assert_row_times(windows: FdcWindows, stamps: dict[str, np.ndarray]) -> None:
+    """Each window's start/end time is the stamp of its first/last row in its own file."""
+    rows = list(zip(windows.file_ids, windows.starts, strict=True))
+    last = windows.seq_len - 1
+    np.testing.assert_array_equal(windows.start_times, [stamps[f][s] for f, s in rows])
+    np.testing.assert_array_equal(windows.end_times, [stamps[f][s + last] for f, s in rows])
+    assert windows.start_times.dtype == windows.end_times.dtype == np.dtype("datetime64[ns]")
+
+
+def test_windows_carry_the_stamps_of_their_first_and_last_row(root: Path) -> None:
+    iso = make_fdc_frame(120, 3, seed=0)  # written as ISO text, 1 s apart
+    epoch = make_fdc_frame(120, 3, seed=1)
+    epoch["timestamp"] = 1_700_000_000 + 0.5 * np.arange(120)  # numeric epoch seconds
+    _csv(root / "data/train/a.csv", iso)
+    epoch_path = _csv(root / "data/train/b.csv", epoch)
+    bare = _csv(root / "data/test/bare.csv", iso.drop(columns="timestamp"))
+    stamps = {
+        "a.csv": iso["timestamp"].to_numpy("datetime64[ns]"),
+        "b.csv": np.datetime64("2023-11-14T22:13:20", "ns")
+        + np.arange(120) * np.timedelta64(500, "ms"),
+        "bare.csv": np.full(120, NAT),
+    }
+    cfg = fdc_cfg(val_fraction=0.4)  # 48 validation rows: room for validation windows
+    prepared = prepare_fdc_training(cfg, "r", progress=False)
+    assert set(prepared.val.file_ids) == {"a.csv", "b.csv"}
+    _assert_row_times(prepared.train, stamps)
+    _assert_row_times(prepared.val, stamps)
+
+    cfg.dqvl.require_timestamp = False
+    windows, _ = prepare_fdc_scoring([epoch_path, bare], prepared.scaler, cfg, 32, stride=16)
+    assert windows.files == ["b.csv", "bare.csv"]
+    _assert_row_times(windows, stamps)  # the file without a timestamp column: all NaT
+    assert np.isnat(windows.start_times[windows.file_ids == "bare.csv"]).all()
+
+
+def test_a_window_on_an_unparsed_stamp_stays_nat() -> None:
+    stamps = np.datetime64("2024-01-01", "ns") + np.arange(10) * np.timedelta64(1, "s")
+    stamps[5] = NAT
+    arrays = [np.zeros((10, 1), dtype=np.float32)] * 2
+    index = np.array([[0, 0], [0, 2], [0, 5], [1, 0]])
+    windows = FdcWindows(arrays, ["a", "b"], index, 4, ["c"], [stamps, None])
+    np.testing.assert_array_equal(windows.start_times, [stamps[0], stamps[2], NAT, NAT])
+    np.testing.assert_array_equal(windows.end_times, [stamps[3], NAT, stamps[8], NAT])
+    assert np.isnat(FdcWindows(arrays, ["a", "b"], index, 4, ["c"]).start_times).all()
 
 
 # --------------------------------------------------------------------------- synthetic

@@ -20,13 +20,15 @@ import pytest
 import torch
 import yaml
 
-from core.config import load_config
+import streams
 from core.errors import CheckpointError, DataError
-from inference.checkpoint_io import load_fdc_scaler, load_trained
+from inference.checkpoint_io import load_trained
 from inference.run_scoring_example import main as scoring_main
 from inference.scoring import aggregate, infer_score
 from sensor_data.synthetic_fdc import make_fdc_frame
 from sensor_data.synthetic_vib import make_vibration, vibration_csv_bytes
+from streams import load_config
+from streams.patchtst import load_scaler
 
 REPO = Path(__file__).resolve().parents[1]
 FDC_START_S = 1_704_067_200  # 2024-01-01T00:00:00Z, the synthetic FDC start time
@@ -104,8 +106,6 @@ def write_vib(path: Path, seconds: float, seed: int, fault: str | None = None,
 
 def _build(root: Path) -> TinyModels:
     from engine.trainer import fit
-    from trainers.train_patchtst_ssl import build_setup as patch_setup
-    from trainers.train_swinmae_ssl import build_setup as swin_setup
 
     data = root / "data" / "local"
     for i in range(2):
@@ -120,8 +120,8 @@ def _build(root: Path) -> TinyModels:
     old = os.environ.get("SSL_REPO_ROOT")
     os.environ["SSL_REPO_ROOT"] = str(root)
     try:
-        fit(load_config(configs / "patch.yaml", stream="patchtst"), patch_setup, run_id="t")
-        fit(load_config(configs / "swin.yaml", stream="swinmae"), swin_setup, run_id="t")
+        fit(load_config(configs / "patch.yaml", stream="patchtst"), run_id="t")
+        fit(load_config(configs / "swin.yaml", stream="swinmae"), run_id="t")
     finally:
         if old is None:
             os.environ.pop("SSL_REPO_ROOT")
@@ -144,10 +144,13 @@ def tiny_models(factory: pytest.TempPathFactory) -> TinyModels:
 
 
 
+FDC = streams.get("patchtst")
+
+
 def _fdc_batch(root: Path, n: int = 8) -> torch.Tensor:
     """``n`` normalised normal windows of 16 rows (rows the model never trained on)."""
     trained = load_trained(root / "checkpoints" / "patchtst_ssl.pt")
-    scaler = load_fdc_scaler(trained, load_config(root / "configs" / "patch.yaml"))
+    scaler = load_scaler(load_config(root / "configs" / "patch.yaml"), trained.model_meta)
     values = fdc_machine().iloc[1100 : 1100 + 16 * n, 1:].to_numpy()
     return torch.from_numpy(scaler.transform(values)).view(n, 16, N_CHANNELS)
 
@@ -165,14 +168,14 @@ def test_aggregate_modes() -> None:
 def test_fdc_scores_are_deterministic_and_aggregate_channels(root: Path) -> None:
     model = load_trained(root / "checkpoints" / "patchtst_ssl.pt").model
     batch = _fdc_batch(root)
-    s1, aux1 = infer_score(batch, model, "patchtst")
-    s2, aux2 = infer_score(batch.clone(), model, "patchtst")
+    s1, aux1 = infer_score(batch, model, FDC)
+    s2, aux2 = infer_score(batch.clone(), model, FDC)
     assert s1.shape == (8,)
     np.testing.assert_array_equal(s1, s2)
     np.testing.assert_array_equal(aux1["channel_errors"], aux2["channel_errors"])
     assert aux1["channel_errors"].shape == (8, N_CHANNELS)
     np.testing.assert_allclose(s1, aux1["channel_errors"].mean(axis=1), rtol=1e-5)
-    s_max, _ = infer_score(batch, model, "patchtst", aggregation="max")
+    s_max, _ = infer_score(batch, model, FDC, aggregation="max")
     np.testing.assert_allclose(s_max, aux1["channel_errors"].max(axis=1), rtol=1e-5)
 
 
@@ -181,20 +184,18 @@ def test_step_fault_makes_its_channel_the_top_contributor(root: Path) -> None:
     batch = _fdc_batch(root)
     faulty = batch.clone()
     faulty[:, 8:, 3] += 10.0  # large step in channel 3 halfway through each window
-    clean_scores, _ = infer_score(batch, model, "patchtst")
-    scores, aux = infer_score(faulty, model, "patchtst")
+    clean_scores, _ = infer_score(batch, model, FDC)
+    scores, aux = infer_score(faulty, model, FDC)
     assert (np.argmax(aux["channel_errors"], axis=1) == 3).all()
     assert (scores > clean_scores).all()
 
 
 def test_vibration_scores_axes_and_bands(root: Path) -> None:
-    from inference.scoring import band_layout_for
-
     trained = load_trained(root / "checkpoints" / "swinmae_ssl.pt", expected_stream="swinmae")
     images = torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(0))
-    bands = band_layout_for(trained)
-    s1, aux = infer_score(images, trained.model, "swinmae", bands=bands, return_recon=True)
-    s2, _ = infer_score(images, trained.model, "swinmae", bands=bands)
+    bands = trained.task.score_layout(trained.cfg)
+    s1, aux = infer_score(images, trained.model, trained.task, layout=bands)
+    s2, _ = infer_score(images, trained.model, trained.task, layout=bands)
     np.testing.assert_array_equal(s1, s2)
     assert aux["axis_errors"].shape == (4, 3)
     np.testing.assert_allclose(s1, aux["axis_errors"].mean(axis=1), rtol=1e-5)
@@ -203,7 +204,6 @@ def test_vibration_scores_axes_and_bands(root: Path) -> None:
     assert (np.diff(edges) > 0).all()
     assert aux["band_errors"].shape == (4, len(edges) - 1)
     assert aux["band_labels"][-1].endswith(" Hz") and aux["band_labels"][0].startswith("10-")
-    assert aux["recon"].shape == (4, 3, 32, 32)
     # Every band mean is a mean over image rows, so the band errors bracket the pixel mean.
     pixel_mean = aux["axis_errors"].mean(axis=1)
     assert (aux["band_errors"].min(axis=1) <= pixel_mean + 1e-6).all()
@@ -230,6 +230,7 @@ def _bad_checkpoints(root: Path, tmp: Path) -> dict[str, tuple[Path, str, str | 
     torch.save({"weights": torch.zeros(3)}, tmp / "other_dict.pt")
     ckpt = torch.load(root / "checkpoints" / "patchtst_ssl.pt", weights_only=True)
     ckpt["config"]["model"]["d_model"] = 32
+    ckpt["model_args"]["model.d_model"] = 32
     torch.save(ckpt, tmp / "wrong_weights.pt")
     return {
         "missing": (tmp / "nope.pt", "not found", None),
@@ -261,7 +262,7 @@ def test_scaler_channels_must_match_checkpoint(root: Path, tmp_path: Path) -> No
     (tmp_path / "scaler.json").write_text(json.dumps(data))
     cfg = load_config(root / "configs" / "patch.yaml", [f"data.scaler_path={tmp_path}/scaler.json"])
     with pytest.raises(DataError, match="ch_00.*renamed|renamed.*ch_00"):
-        load_fdc_scaler(trained, cfg)
+        load_scaler(cfg, trained.model_meta)
 
 
 # --------------------------------------------------------------------------- CLI

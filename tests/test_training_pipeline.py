@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+from core import status as st
 from core.errors import UserError
 from pipelines import run_local_training_pipeline as rp
-from pipelines import status as st
 from tests.test_validate import PATCH_CFG, SWIN_CFG, make_fake_run
 
 PY = sys.executable
@@ -35,7 +35,7 @@ def _fake_steps(monkeypatch, codes: dict[str, str]) -> None:
 
 def _trainer(stream: str, exit_code: int = 0) -> str:
     """A stand-in trainer: reports progress like the real ones, then exits."""
-    return (f"import sys; from pipelines.status import set_progress; "
+    return (f"import sys; from core.status import set_progress; "
             f"set_progress({stream!r}, epoch=2, epochs=2, step=4, steps=4, loss=0.25, "
             f"windows_per_s=10.0); print('{stream} epoch 2/2'); sys.exit({exit_code})")
 
@@ -55,8 +55,8 @@ def test_dry_run_prints_commands_and_writes_nothing(repo: Path, capsys) -> None:
     both = f"--patch-config {PATCH_CFG} --swin-config {SWIN_CFG}"
     root = str(repo)
     assert capsys.readouterr().out.splitlines() == [
-        f"{PY} -m trainers.train_patchtst_ssl --config {PATCH_CFG}",
-        f"{PY} -m trainers.train_swinmae_ssl --config {SWIN_CFG}",
+        f"{PY} -m trainers.train --config {PATCH_CFG}",
+        f"{PY} -m trainers.train --config {SWIN_CFG}",
         f"{PY} -m inference.run_scoring_example --stream patchtst "
         f"--checkpoint checkpoints/patchtst_ssl.pt --config {PATCH_CFG}",
         f"{PY} -m inference.run_scoring_example --stream swinmae "
@@ -81,7 +81,7 @@ def test_dry_run_with_overrides_and_skips(repo: Path, capsys) -> None:
     runtime = "artifacts/runtime_configs/r2/swinmae_ssl_local.yaml"
     assert lines[0] == (f"# would write {runtime} (swinmae: training.epochs=1; "
                         "data.source=files; data.path=data/mine/*.csv)")
-    assert lines[1] == f"{PY} -m trainers.train_swinmae_ssl --config {runtime}"
+    assert lines[1] == f"{PY} -m trainers.train --config {runtime}"
     assert [ln.split()[2] for ln in lines[2:]] == ["pipelines.make_bundle",
                                                   "pipelines.export_training_dashboard_state"]
     assert "--persist-run-history" not in lines[-1]
@@ -173,7 +173,7 @@ def test_runtime_config_written_user_yaml_untouched(repo: Path, monkeypatch) -> 
     assert raw["data"] == {"source": "files", "path": "data/plant/*.parquet"}
     assert raw["training"]["epochs"] == 1
     rel = "artifacts/runtime_configs/rt/patchtst_ssl_local.yaml"
-    assert seen[0] == [PY, "-m", "trainers.train_patchtst_ssl", "--config", rel]
+    assert seen[0] == [PY, "-m", "trainers.train", "--config", rel]
     assert all(rel in argv for argv in seen if "--patch-config" in argv)
 
 

@@ -13,12 +13,14 @@ import pytest
 import torch
 import yaml
 
-from core.config import dump_yaml, effective_config, load_config
+from core.config import dump_yaml, effective_config
 from pipelines import make_bundle as mb
 from pipelines import validate_training_outputs as vt
+from streams import load_config
 
 PATCH_CFG = "configs/patchtst_ssl_local.yaml"
 SWIN_CFG = "configs/swinmae_ssl_local.yaml"
+CONFIGS = {"patchtst": PATCH_CFG, "swinmae": SWIN_CFG}
 KEYS = [
     "checkpoints",
     "scaler",
@@ -118,12 +120,12 @@ def make_fake_run(root: Path, bundle: bool = True) -> None:
     (root / "docs").mkdir(exist_ok=True)
     (root / vt.POLICY_DOC).write_text(POLICY_TEXT, encoding="utf-8")
     if bundle:
-        mb.make_bundle(root, PATCH_CFG, SWIN_CFG, run_id="run1")
+        mb.make_bundle(root, CONFIGS, run_id="run1")
 
 
 def run(root: Path, **kw) -> dict:
     kw.setdefault("smoke_command", ok_smoke)
-    return vt.run_checklist(root, PATCH_CFG, SWIN_CFG, **kw)
+    return vt.run_checklist(root, CONFIGS, **kw)
 
 
 @pytest.fixture()
@@ -205,14 +207,14 @@ BREAKAGES = [
         _delete("checkpoints/swinmae_ssl.pt"),
         ok_smoke,
         {"checkpoints", "final_configs", "scoring_smoke"},
-        "trainers.train_swinmae_ssl",
+        "trainers.train --config configs/swinmae_ssl_local.yaml",
     ),
     (
         "ckpt-truncated",
         _truncate_checkpoint,
         ok_smoke,
         {"checkpoints", "final_configs", "backup_bundle"},
-        "trainers.train_swinmae_ssl",
+        "trainers.train --config configs/swinmae_ssl_local.yaml",
     ),
     ("scaler-bad-scale", _zero_scale, ok_smoke, {"scaler"}, "artifacts/scaler_fdc.json"),
     (
@@ -220,28 +222,28 @@ BREAKAGES = [
         _delete("artifacts/scaler_fdc.json"),
         ok_smoke,
         {"scaler"},
-        "trainers.train_patchtst_ssl",
+        "trainers.train --config configs/patchtst_ssl_local.yaml",
     ),
     (
         "tb-missing",
         _delete("runs/patchtst_ssl"),
         ok_smoke,
         {"tensorboard"},
-        "trainers.train_patchtst_ssl",
+        "trainers.train --config configs/patchtst_ssl_local.yaml",
     ),
     (
         "config-yaml-missing",
         _delete("checkpoints/patchtst_ssl.config.yaml"),
         ok_smoke,
         {"final_configs"},
-        "trainers.train_patchtst_ssl",
+        "trainers.train --config configs/patchtst_ssl_local.yaml",
     ),
     (
         "config-key-missing",
         _drop_mask_ratio,
         ok_smoke,
         {"final_configs"},
-        "trainers.train_patchtst_ssl",
+        "trainers.train --config configs/patchtst_ssl_local.yaml",
     ),
     (
         "bundle-missing",
@@ -456,7 +458,7 @@ def test_bundle_write_is_atomic(fake_run: Path, monkeypatch) -> None:
 
     monkeypatch.setattr(mb, "_copy_into_zip", broken)
     with pytest.raises(OSError):
-        mb.make_bundle(fake_run, PATCH_CFG, SWIN_CFG, run_id="run1")
+        mb.make_bundle(fake_run, CONFIGS, run_id="run1")
     assert path.read_bytes() == before
     assert sorted(p.name for p in path.parent.iterdir()) == ["run1.zip"]
 

@@ -9,7 +9,6 @@ import pandas as pd
 import pytest
 import torch
 
-from core.config import SwinMAEConfig
 from core.errors import DataError
 from sensor_data import vib_prep
 from sensor_data.synthetic_vib import (
@@ -27,6 +26,7 @@ from sensor_data.vib_prep import (
 )
 from sensor_data.vibration import read_vibration
 from sensor_data.windows import split_index
+from streams.swinmae import SwinMAEConfig
 
 FS = 1000.0
 CPU = torch.device("cpu")
@@ -405,6 +405,42 @@ def test_scoring_prep_windows_whole_files(repo):
     assert len(ds[4].shape) == 3
     empty, reports = prepare_vibration_scoring([bad], _cfg(), CPU)
     assert len(empty) == 0 and empty.images.shape == (0, 3, 32, 32)
+
+
+def _stamped_csv(repo, name: str, fs: float, stamps: np.ndarray, seed: int):
+    values = make_vibration(len(stamps) / fs, fs, seed)
+    frame = pd.DataFrame({"x": values[:, 0], "y": values[:, 1], "z": values[:, 2]})
+    frame.assign(timestamp=stamps).to_csv(repo / "data" / "vib" / name, index=False)
+    return repo / "data" / "vib" / name
+
+
+def _sample_times(first: np.datetime64, starts: np.ndarray) -> np.ndarray:
+    return first + starts * np.timedelta64(int(1e9 / FS), "ns")
+
+
+def test_windows_carry_times_from_the_first_stamp_at_the_configured_fs(repo):
+    (repo / "data" / "vib").mkdir(parents=True)
+    iso_first = np.datetime64("2024-05-01T10:00:00", "ns")
+    iso = iso_first + np.arange(4000) * np.timedelta64(1, "ms")
+    _stamped_csv(repo, "a_iso.csv", FS, np.datetime_as_string(iso), seed=1)
+    # Epoch seconds at 500 Hz, resampled to 1 kHz: windows count samples at 1 kHz.
+    _stamped_csv(repo, "b_epoch.csv", 500.0, 1_700_000_000 + np.arange(2000) / 500.0, seed=2)
+    epoch_first = np.datetime64("2023-11-14T22:13:20", "ns")
+    first = {"a_iso.csv": iso_first, "b_epoch.csv": epoch_first}
+    cfg = _cfg(resample={"enabled": True})
+    prep = prepare_vibration_training(cfg, "r", CPU, progress=False)
+    assert prep.files == ["a_iso.csv", "b_epoch.csv"]
+    for ds in (prep.train, prep.val):
+        firsts = np.array([first[f] for f in ds.file_ids])
+        np.testing.assert_array_equal(ds.start_times, _sample_times(firsts, ds.starts))
+        np.testing.assert_array_equal(ds.end_times, _sample_times(firsts, ds.starts + 999))
+    assert prep.val.start_times[-1] == epoch_first + np.timedelta64(3000, "ms")
+
+    bare = write_vibration_csv(
+        repo / "data" / "vib" / "c_bare.csv", make_vibration(2.0, FS, 3), FS, False
+    )
+    ds, _ = prepare_vibration_scoring([bare], cfg, CPU)
+    assert len(ds) == 3 and np.isnat(ds.start_times).all() and np.isnat(ds.end_times).all()
 
 
 def test_window_nan_handling_is_mean_removed_zero_fill():

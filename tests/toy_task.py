@@ -16,7 +16,7 @@ from torch.utils.data import Dataset
 from core.cli import run_main
 from core.config import StreamConfig
 from engine.cli import train_main
-from engine.trainer import TrainingSetup
+from streams.base import TrainingSetup
 
 
 class ToyWindows(Dataset):
@@ -52,7 +52,7 @@ def build_setup(cfg: StreamConfig, device: torch.device, run_id: str) -> Trainin
 
 
 def main(argv: list[str] | None = None) -> int:
-    return train_main("patchtst", build_setup, argv, "toy stream for engine tests")
+    return train_main("patchtst", argv, "toy stream for engine tests", build=build_setup)
 
 
 if __name__ == "__main__":

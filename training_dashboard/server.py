@@ -35,15 +35,24 @@ from urllib.parse import urlsplit
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request
 from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
 from fastapi.staticfiles import StaticFiles
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, ValidationError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictInt,
+    ValidationError,
+    field_validator,
+)
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 
+import streams
+from core import status as pipeline_status
 from core.cli import run_main
 from core.errors import UserError
 from core.paths import REPO_ROOT, display_path, repo_root
-from pipelines import status as pipeline_status
 from training_dashboard.uploads import UploadLimits, UploadRejected, save_upload
 
 PACKAGE_DIR = Path(__file__).resolve().parent
@@ -74,6 +83,9 @@ def default_test_cmd() -> list[str]:
     return [sys.executable, "-m", "pipelines.run_local_test_pipeline"]
 
 
+BOTH = "both"  # a test run over every stream
+
+
 class TrainOptions(BaseModel):
     """Options the UI may pass to a training run; anything else is refused."""
 
@@ -87,7 +99,14 @@ class ScoreOptions(BaseModel):
     """Options the UI may pass to a test (scoring/decision) run."""
 
     model_config = ConfigDict(extra="forbid")
-    stream: Literal["patchtst", "swinmae", "both"] = "both"
+    stream: str = BOTH  # a registered stream name, or every stream
+
+    @field_validator("stream")
+    @classmethod
+    def _known(cls, value: str) -> str:
+        if value != BOTH and value not in streams.names():
+            raise ValueError(f"must be {BOTH} or one of {', '.join(streams.names())}")
+        return value
 
 
 class RunRequest(BaseModel):
@@ -101,7 +120,7 @@ def run_arguments(kind: str, options: dict[str, Any]) -> list[str]:
     try:
         if kind == "test":
             test = ScoreOptions.model_validate(options)
-            return [] if test.stream == "both" else ["--stream", test.stream]
+            return [] if test.stream == BOTH else ["--stream", test.stream]
         train = TrainOptions.model_validate(options)
     except ValidationError as exc:
         err = exc.errors()[0]
@@ -110,14 +129,11 @@ def run_arguments(kind: str, options: dict[str, Any]) -> list[str]:
     if train.skip_patchtst and train.skip_swinmae:
         raise HTTPException(400, "both streams skipped: nothing to train")
     args: list[str] = []
-    for stream, skip, flag in (
-        ("patchtst", train.skip_patchtst, "--set-patch"),
-        ("swinmae", train.skip_swinmae, "--set-swin"),
-    ):
-        if skip:
-            args.append(f"--skip-{stream}")
+    for task in streams.tasks():
+        if getattr(train, f"skip_{task.name}", False):
+            args.append(f"--skip-{task.name}")
         elif train.epochs is not None:
-            args += [flag, f"training.epochs={train.epochs}"]
+            args += [f"--set-{task.cli_flag}", f"training.epochs={train.epochs}"]
     return args
 
 

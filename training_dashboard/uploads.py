@@ -25,10 +25,9 @@ from typing import BinaryIO
 
 import numpy as np
 
+import streams
 from core.errors import UserError
 
-STREAM_DIRS = {"patchtst": "fdc", "swinmae": "vib"}
-STREAM_EXTENSIONS = {"patchtst": (".csv", ".parquet"), "swinmae": (".csv", ".parquet", ".npy")}
 TARGETS = ("train", "test")
 ZIP_EXTENSION = ".zip"
 MAX_NAME_LENGTH = 128
@@ -63,11 +62,12 @@ class UploadRejected(UserError):
 
 def destination_dir(repo_root: Path, stream: str, target: str) -> Path:
     """``data/local/<target>/<fdc|vib>/`` for a stream, the folders the local configs read."""
-    if stream not in STREAM_DIRS:
-        raise UploadRejected(f"unknown stream '{stream}' (expected patchtst or swinmae)")
+    if stream not in streams.names():
+        raise UploadRejected(
+            f"unknown stream '{stream}' (expected {' or '.join(streams.names())})")
     if target not in TARGETS:
         raise UploadRejected(f"unknown target '{target}' (expected train or test)")
-    return repo_root / "data" / "local" / target / STREAM_DIRS[stream]
+    return repo_root / "data" / "local" / target / streams.get(stream).data_folder
 
 
 def sanitize_name(raw: str) -> str:
@@ -91,7 +91,7 @@ def sanitize_name(raw: str) -> str:
 def check_extension(name: str, stream: str, allow_zip: bool) -> str:
     """The lower-case extension of ``name`` if the stream accepts it, else a 415 rejection."""
     ext = Path(name).suffix.lower()
-    allowed = STREAM_EXTENSIONS[stream] + ((ZIP_EXTENSION,) if allow_zip else ())
+    allowed = streams.get(stream).file_suffixes + ((ZIP_EXTENSION,) if allow_zip else ())
     if ext not in allowed:
         raise UploadRejected(
             f"'{name}': type '{ext or '(none)'}' is not accepted for {stream} "
