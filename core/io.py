@@ -1,7 +1,9 @@
-"""Atomic file writes: a crash or kill mid-write never leaves a half-written file."""
+"""Atomic file writes (a crash or kill mid-write never leaves a half-written file) and
+file checksums."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
@@ -59,3 +61,12 @@ def atomic_savefig(fig: Any, path: str | os.PathLike[str], **kwargs: Any) -> Pat
     """Save a matplotlib figure atomically (format taken from the final suffix)."""
     fmt = Path(path).suffix.lstrip(".") or "png"
     return atomic_write_with(Path(path), lambda fh: fig.savefig(fh, format=fmt, **kwargs))
+
+
+def file_sha256(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
+    """Hex sha256 of a file's bytes, read in chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()

@@ -25,8 +25,9 @@ from core.device import AmpSettings, amp_settings, seed_everything, select_devic
 from core.errors import CheckpointError, UserError
 from core.io import atomic_torch_save, atomic_write_text
 from core.layout import RunLayout
-from core.paths import display_path
+from core.paths import display_path, resolve_path
 from engine import distributed as dd
+from engine.archive import archive_note, archive_previous_run
 from engine.checkpoint import (
     FORMAT,
     capture_rng,
@@ -115,10 +116,22 @@ class _Trainer:
         if self.info.is_main:
             tqdm.write(f"[{self.cfg.stream}] {msg}")
 
-    def _prepare(self, build: BuildFn) -> TrainingSetup:
+    def _archive_previous(self) -> None:
+        """A fresh run into paths another run used: move that run's files aside first."""
+        layout = self.paths
+        extra = [resolve_path(p) for p, _ in streams.get(self.cfg.stream).extra_artifacts(self.cfg)]
+        files = [layout.checkpoint, layout.best, layout.config_yaml, layout.history_csv,
+                 layout.curve_png, layout.log_dir, layout.dqvl_dir, *extra]
+        dest = archive_previous_run(self.cfg.stream, layout.checkpoint, files)
+        if dest is not None:
+            self._log(archive_note(self.cfg.stream, layout.checkpoint, dest))
+
+    def _prepare(self, build: BuildFn, fresh: bool) -> TrainingSetup:
         # Rank 0 prepares first (writes DQVL reports, scaler, caches); the others then reuse.
         if not self.info.is_main:
             dd.barrier(self.info)
+        elif fresh:
+            self._archive_previous()
         setup = build(self.cfg, self.device, self.run_id)
         if self.info.is_main:
             dd.barrier(self.info)
@@ -192,7 +205,7 @@ class _Trainer:
         cfg = self.cfg
         seed_everything(cfg.seed + self.info.rank, cfg.deterministic)
         resume_from = self._resume_checkpoint() if resume else None
-        setup = self._prepare(build)
+        setup = self._prepare(build, fresh=resume_from is None)
         model = setup.model.to(self.device)
         train_model: nn.Module = model
         if self.info.enabled:

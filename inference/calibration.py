@@ -32,14 +32,11 @@ import numpy as np
 import streams
 from core.config import StreamConfig, ThresholdPolicy
 from core.errors import DataError, UserError
-from core.io import atomic_write_json
-from core.layout import thresholds_path
+from core.io import atomic_write_json, file_sha256
 from core.paths import display_path, resolve_path
 from engine.checkpoint import created_now
-from inference.checkpoint_io import Trained, file_sha256
+from inference.checkpoint_io import Trained
 from inference.scoring import breakdown, profile_mode, score_files
-
-__all__ = ["ThresholdPolicy", "thresholds_path"]  # re-exported for the pipelines
 
 SCHEMA_VERSION = "1.0"
 LEVELS = ("normal", "warn", "anomaly")

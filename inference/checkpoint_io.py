@@ -9,7 +9,6 @@ representation, scoring would silently compare apples with pears, so that is an 
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,7 @@ from torch import nn
 import streams
 from core.config import StreamConfig
 from core.errors import CheckpointError, ConfigError
+from core.io import file_sha256
 from core.paths import display_path, resolve_path
 from engine.checkpoint import load_checkpoint
 from streams.base import StreamTask, model_args_differences
@@ -45,14 +45,6 @@ class Trained:
     @property
     def task(self) -> StreamTask:
         return streams.get(self.cfg.stream)
-
-
-def file_sha256(path: Path, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with Path(path).open("rb") as fh:
-        while block := fh.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def check_config_matches(trained: Trained, cfg: StreamConfig, config_source: str) -> None:

@@ -15,6 +15,7 @@ correctness (``normal`` must be decided normal, a fault ``warn`` or ``anomaly``)
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,7 +30,7 @@ from core.config import DecisionConfig, FileRule, StreamEntry
 from core.device import select_device
 from core.errors import DataError
 from core.io import atomic_write_json, atomic_write_text
-from core.layout import DecisionLayout, thresholds_path
+from core.layout import DecisionLayout
 from core.paths import display_path
 from engine.checkpoint import created_now
 from inference.calibration import (
@@ -198,7 +199,7 @@ def current_thresholds(
     recalibrate: bool,
 ) -> dict[str, Any]:
     """This checkpoint's thresholds, calibrating first when they are missing or stale."""
-    thr_path = thresholds_path(dcfg.calibration_dir, stream)
+    thr_path = DecisionLayout.from_config(dcfg).thresholds(stream)
     reason = "--recalibrate" if recalibrate else None
     if reason is None and not thr_path.is_file():
         reason = "no thresholds yet"
@@ -329,6 +330,37 @@ def _summary_rows(r: StreamDecisions, labels: dict[str, str]) -> list[dict[str, 
     return rows
 
 
+def earlier_streams(layout: DecisionLayout, redone: set[str]) -> dict[str, dict[str, Any]]:
+    """Streams an earlier run decided into the same folder that this run does not redo.
+
+    A ``--stream swinmae`` run after a ``--stream patchtst`` run keeps the FDC results
+    (and their window CSV) instead of wiping them; each stream carries its own run id.
+    """
+    try:
+        data = json.loads(layout.decisions.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    found = data.get("streams") if isinstance(data, dict) else None
+    if not isinstance(found, dict):
+        return {}
+    return {
+        name: {"run_id": data.get("run_id"), "created": data.get("created"), **entry}
+        for name, entry in found.items()
+        if name not in redone and isinstance(entry, dict) and layout.windows_csv(name).is_file()
+    }
+
+
+def _earlier_summary(layout: DecisionLayout, kept: set[str]) -> pd.DataFrame:
+    """The rows of ``file_summary.csv`` that belong to the streams kept from earlier runs."""
+    if not kept or not layout.file_summary.is_file():
+        return pd.DataFrame()
+    try:
+        table = pd.read_csv(layout.file_summary, keep_default_na=False)
+    except (OSError, ValueError, pd.errors.ParserError):
+        return pd.DataFrame()
+    return table[table["stream"].isin(kept)] if "stream" in table else pd.DataFrame()
+
+
 def write_outputs(
     results: list[StreamDecisions],
     fused: list[dict[str, Any]],
@@ -337,10 +369,16 @@ def write_outputs(
     run_id: str,
     labels: dict[str, str],
 ) -> tuple[Path, pd.DataFrame]:
-    """decisions.json, <stream>_windows.csv and file_summary.csv, each written atomically."""
-    by_stream, summary_rows = {}, []
+    """decisions.json, <stream>_windows.csv and file_summary.csv, each written atomically;
+    streams decided earlier into the same folder and not redone now are kept.  Returns the
+    decisions path and this run's per-file rows."""
+    created = created_now()
+    by_stream = earlier_streams(layout, {r.stream for r in results})
+    summary_rows = []
     for r in results:
         by_stream[r.stream] = {
+            "run_id": run_id,
+            "created": created,
             "checkpoint": r.checkpoint,
             "thresholds": {k: _num(v) for k, v in r.thresholds.model_dump().items()},
             "contributor_kind": streams.get(r.stream).part_kind,
@@ -349,9 +387,11 @@ def write_outputs(
         }
         atomic_write_text(layout.windows_csv(r.stream), r.windows.to_csv(index=False))
         summary_rows += _summary_rows(r, labels)
-    decisions = {"schema_version": SCHEMA_VERSION, "created": created_now(), "run_id": run_id,
+    decisions = {"schema_version": SCHEMA_VERSION, "created": created, "run_id": run_id,
                  "streams": by_stream, "fused": fused, "fused_note": fused_note}
     path = atomic_write_json(layout.decisions, decisions)
-    summary = pd.DataFrame(summary_rows)
+    current = pd.DataFrame(summary_rows)
+    earlier = _earlier_summary(layout, set(by_stream) - {r.stream for r in results})
+    summary = pd.concat([earlier, current], ignore_index=True) if len(earlier) else current
     atomic_write_text(layout.file_summary, summary.to_csv(index=False))
-    return path, summary
+    return path, current

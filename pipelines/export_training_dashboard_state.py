@@ -35,14 +35,12 @@ from core.errors import UserError
 from core.io import atomic_write_json
 from core.layout import (
     BUNDLE_DIR,
-    CALIBRATION_DIR,
     CHECKLIST,
     DASHBOARD_STATE,
-    DECISIONS_DIR,
+    DECISION_CONFIG,
     DecisionLayout,
     RunLayout,
     event_files,
-    thresholds_path,
 )
 from core.paths import EXTERNAL_PREFIX, REPO_ROOT, repo_rel, resolve_path
 from core.status import NODE_IDS, check_run_id, new_run_id, read_status
@@ -171,7 +169,7 @@ def build_artifacts(
             (run.curve_png, "loss_curve"),
             (run.log_dir, "tensorboard"),
             (run.dqvl_summary, "dqvl_summary"),
-            (thresholds_path(CALIBRATION_DIR, stream, root), "calibration"),
+            (decisions.thresholds(stream), "calibration"),
         ]
         wanted += [(resolve_path(path, root), kind)
                    for path, kind in streams.get(stream).extra_artifacts(cfg)]
@@ -354,15 +352,16 @@ def build_state(
     run_id: str | None = None,
     config_paths: dict[str, str] | None = None,
     checklist_json: str | None = None,
-    decisions_dir: str = DECISIONS_DIR,
+    decision_config: str | None = None,
 ) -> dict[str, Any]:
     """The validated dashboard state for the repository at ``root``; ``config_paths``:
-    stream -> config (default: every stream's ``make run`` config)."""
+    stream -> config (default: every stream's ``make run`` config); ``decision_config``
+    says where the thresholds and the latest test run are (see ``DecisionLayout``)."""
     root = Path(root).resolve()
     paths = config_paths or streams.local_config_paths()
     configs = streams.load_stream_configs(paths, root)
     runs = {s: RunLayout.from_config(cfg, root) for s, cfg in configs.items()}
-    decisions = DecisionLayout(resolve_path(decisions_dir, root))
+    decisions = DecisionLayout.from_file(decision_config, root)
     status = read_status(root)
     run_id = check_run_id(run_id or (status or {}).get("run_id") or new_run_id())
     loss = {s: read_loss(run.history_csv) for s, run in runs.items()}
@@ -459,8 +458,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--repo-root", default=".", help="repository root (default: .)")
     parser.add_argument("--out", default=DEFAULT_OUT, help="state file (default: %(default)s)")
     streams.add_stream_config_args(parser)
-    parser.add_argument("--decisions-dir", default=DECISIONS_DIR,
-                        help="output folder of the decision run to show (default: %(default)s)")
+    parser.add_argument("--decision-config", default=None,
+                        help="decision config whose calibration and output folders to show "
+                        f"(default: {DECISION_CONFIG} when present, else the default folders)")
     parser.add_argument("--run-id", help="run id (default: the live status run id, else a "
                         "UTC timestamp); characters A-Z a-z 0-9 . _ -")
     parser.add_argument("--persist-run-history", action="store_true",
@@ -481,7 +481,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.run_history_limit < 1:
         raise UserError(f"--run-history-limit must be >= 1, got {args.run_history_limit}")
     state = build_state(root, args.run_id, streams.stream_config_paths(args, root),
-                        args.checklist_json, args.decisions_dir)
+                        args.checklist_json, args.decision_config)
     out = resolve_path(args.out, root)
     atomic_write_json(out, state)
     print(f"dashboard state: {repo_rel(out, root)} (run {state['meta']['run_id']})")

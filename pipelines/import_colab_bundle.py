@@ -43,14 +43,13 @@ import yaml
 import streams
 from core.cli import run_main
 from core.errors import UserError
-from core.io import atomic_torch_save, atomic_write_bytes
+from core.io import atomic_torch_save, atomic_write_bytes, file_sha256
 from core.layout import BUNDLE_DIR
 from core.paths import display_path, repo_root, resolve_path
 from core.status import check_run_id
 from pipelines.make_bundle import (
     MANIFEST,
     BundlePlan,
-    sha256_file,
     write_bundle,
 )
 
@@ -319,7 +318,7 @@ def _status(item: Item, bundle: Bundle, root: Path) -> str:
         return "overwrite"  # a rewritten checkpoint never equals the file on disk byte for byte
     else:
         final_sha = bundle.sha256(item.member)
-    return "unchanged" if target.is_file() and sha256_file(target) == final_sha else "overwrite"
+    return "unchanged" if target.is_file() and file_sha256(target) == final_sha else "overwrite"
 
 
 def _bundle_run_id(bundle: Bundle, source: Path) -> str:

@@ -34,14 +34,6 @@ MANIFEST_SCHEMA = "1.0"
 _CHUNK = 1 << 20
 
 
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 # --------------------------------------------------------------------------- collect
 @dataclass
 class BundlePlan:

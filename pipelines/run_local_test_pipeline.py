@@ -13,6 +13,7 @@ dropped files included) and the test files' DQVL reports under ``dqvl/<stream>/`
 from __future__ import annotations
 
 import argparse
+from dataclasses import replace
 
 import pandas as pd
 
@@ -92,7 +93,9 @@ def main(argv: list[str] | None = None) -> int:
     if missing:
         raise ConfigError(f"{args.config}: streams.{missing[0]} is not configured")
     run_id = args.run_id or new_run_id()
-    layout = DecisionLayout(resolve_path(args.out_dir or dcfg.output_dir))
+    layout = DecisionLayout.from_config(dcfg)
+    if args.out_dir:
+        layout = replace(layout, out_dir=resolve_path(args.out_dir))
     overrides = _data_overrides(args)
 
     results, all_tests = [], []

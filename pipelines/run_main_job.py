@@ -18,15 +18,22 @@ import yaml
 
 import streams
 from core.cli import run_main
-from core.config import dump_yaml, effective_config, load_decision_config
+from core.config import dump_yaml, effective_config
 from core.errors import UserError
 from core.io import atomic_write_text
-from core.layout import BUNDLE_DIR, CHECKLIST, DASHBOARD_STATE, RUNTIME_CONFIG_DIR, RunLayout
+from core.layout import (
+    BUNDLE_DIR,
+    CHECKLIST,
+    DASHBOARD_STATE,
+    DECISION_CONFIG,
+    RUNTIME_CONFIG_DIR,
+    DecisionLayout,
+    RunLayout,
+)
 from core.paths import REPO_ROOT, display_path, repo_root, resolve_path
 from sensor_data.demo import materialise_demo
 from sensor_data.dqvl_report import new_run_id
 
-DECISION_CONFIG = "configs/decision_local.yaml"
 CPU_PROFILE = "configs/profiles/cpu.yaml"
 RUNTIME_DIR = RUNTIME_CONFIG_DIR
 
@@ -103,7 +110,6 @@ def main(argv: list[str] | None = None) -> int:
     cfg_args = [a for s, path in configs.items()
                 for a in (f"--{streams.get(s).cli_flag}-config", path)]
     decisions = decision_config(configs, profile)
-    decisions_dir = load_decision_config(decisions).output_dir
     _step(
         "training pipeline (V-03)",
         ["-m", "pipelines.run_local_training_pipeline", *cfg_args, "--run-id", run_id,
@@ -117,9 +123,10 @@ def main(argv: list[str] | None = None) -> int:
     _step(
         "dashboard state with the test run",
         ["-m", "pipelines.export_training_dashboard_state", "--repo-root", ".", "--out",
-         DASHBOARD_STATE, *cfg_args, "--decisions-dir", decisions_dir,
+         DASHBOARD_STATE, *cfg_args, "--decision-config", decisions,
          "--persist-run-history", "--run-id", run_id],
     )
+    outputs = DecisionLayout.from_file(decisions)
     curves = ", ".join(
         display_path(RunLayout.from_config(streams.load_config(path)).curve_png)
         for path in configs.values())
@@ -129,7 +136,8 @@ def main(argv: list[str] | None = None) -> int:
         "  dashboard:   python -m training_dashboard.server --host 127.0.0.1 --port 8765\n"
         "               then open http://127.0.0.1:8765\n"
         f"  checklist:   {CHECKLIST}\n"
-        f"  decisions:   {decisions_dir}/decisions.json (and *_windows.csv, file_summary.csv)\n"
+        f"  decisions:   {display_path(outputs.decisions)} (and *_windows.csv, "
+        "file_summary.csv)\n"
         f"  loss curves: {curves}\n"
         f"  bundle:      {display_path(resolve_path(BUNDLE_DIR))}/\n"
         f"  configs:     {', '.join(configs.values())} "

@@ -31,11 +31,11 @@ import streams
 from core.cli import run_main
 from core.config import StreamConfig, effective_config
 from core.errors import CheckpointError, UserError
-from core.io import atomic_write_json
+from core.io import atomic_write_json, file_sha256
 from core.layout import BUNDLE_DIR, RunLayout, event_files
 from core.paths import REPO_ROOT, repo_rel, resolve_path
 from core.status import now_iso
-from pipelines.make_bundle import read_manifest, sha256_file, verify_bundle
+from pipelines.make_bundle import read_manifest, verify_bundle
 
 SCHEMA_VERSION = "1.0"
 POLICY_DOC = "docs/calibration_split_policy.md"
@@ -295,7 +295,7 @@ def _bundle_problems(ctx: Context, bundle: Path) -> list[str]:
         name = ctx.rel(ckpt)
         if name not in listed:
             problems.append(f"no {stream} checkpoint ({name}) in the bundle")
-        elif ckpt.is_file() and sha256_file(ckpt) != listed[name]:
+        elif ckpt.is_file() and file_sha256(ckpt) != listed[name]:
             problems.append(f"{name} changed since the bundle was made (stale bundle)")
     return problems
 

@@ -11,10 +11,10 @@ import pandas as pd
 import pytest
 import yaml
 
-from core.config import FileRule, load_decision_config
+from core.config import FileRule, ThresholdPolicy, load_decision_config
 from core.errors import ConfigError, UserError
+from core.io import file_sha256
 from inference.calibration import (
-    ThresholdPolicy,
     calibrate,
     levels,
     load_thresholds,
@@ -22,7 +22,7 @@ from inference.calibration import (
     threshold_profile,
     thresholds_from_scores,
 )
-from inference.checkpoint_io import file_sha256, load_trained
+from inference.checkpoint_io import load_trained
 from inference.decisions import file_level
 from inference.scoring import breakdown
 from pipelines.run_local_test_pipeline import main as pipeline_main
@@ -232,6 +232,21 @@ def test_pipeline_single_stream_and_reuses_thresholds(root: Path, tmp_path: Path
     assert "calibrating (the threshold policy changed" in capsys.readouterr().out
     thr = json.loads((tmp_path / "calibration" / "patchtst_thresholds.json").read_text())
     assert thr["policy"]["warn_quantile"] == 0.95
+
+
+def test_decision_runs_of_two_streams_share_a_folder(root: Path, tmp_path: Path, capsys) -> None:
+    config = _decision_config(root, tmp_path)
+    out = tmp_path / "decisions"
+    assert pipeline_main(["--config", str(config), "--stream", "patchtst", "--run-id", "a"]) == 0
+    fdc_windows = (out / "patchtst_windows.csv").read_bytes()
+    assert pipeline_main(["--config", str(config), "--stream", "swinmae", "--run-id", "b"]) == 0
+    decisions = json.loads((out / "decisions.json").read_text())
+    assert {s: v["run_id"] for s, v in decisions["streams"].items()} == {
+        "patchtst": "a", "swinmae": "b"}
+    assert (out / "patchtst_windows.csv").read_bytes() == fdc_windows  # FDC results kept
+    summary = pd.read_csv(out / "file_summary.csv")
+    assert set(summary["stream"]) == {"patchtst", "swinmae"}
+    assert len(summary[summary["stream"] == "patchtst"]) == 3  # two decided, one dropped
 
 
 def test_decision_config_is_strict(tmp_path: Path) -> None:

@@ -159,3 +159,26 @@ def test_non_finite_loss_is_skipped_before_the_optimizer_step(repo_tmp: Path) ->
     assert all(torch.isfinite(p).all() for p in model.parameters())  # no NaN update applied
     assert all(math.isfinite(r["train_loss"]) and math.isfinite(r["val_loss"])
                for r in result.history)
+
+
+def test_runs_into_other_checkpoints_keep_their_loss_history(repo_tmp: Path) -> None:
+    cfg_path = _toy_config(repo_tmp, epochs=1)
+    fit(load_config(cfg_path), build_setup, run_id="a")
+    fit(load_config(cfg_path, ["logging.checkpoint_path=checkpoints/other.pt"]), build_setup,
+        run_id="b")
+    loss = repo_tmp / "artifacts/loss"
+    assert (loss / "patchtst_loss_history.csv").is_file()  # the seed's fixed path, run a
+    assert (loss / "patchtst_other_loss_history.csv").is_file()  # run b beside it
+
+
+def test_a_fresh_run_archives_the_run_it_replaces(repo_tmp: Path, capsys) -> None:
+    cfg_path = _toy_config(repo_tmp, epochs=1)
+    fit(load_config(cfg_path), build_setup, run_id="first")
+    first = (repo_tmp / "checkpoints/patchtst_ssl.pt").read_bytes()
+    fit(load_config(cfg_path), build_setup, run_id="second")
+    assert "replacing the run at checkpoints/patchtst_ssl.pt" in capsys.readouterr().out
+    kept = repo_tmp / "artifacts/archive/patchtst/first"
+    assert (kept / "checkpoints/patchtst_ssl.pt").read_bytes() == first
+    assert (kept / "artifacts/loss/patchtst_loss_history.csv").is_file()
+    assert list((kept / "runs/patchtst_ssl").glob("events.out.tfevents.*"))
+    assert load_checkpoint(repo_tmp / "checkpoints/patchtst_ssl.pt")["run_id"] == "second"
