@@ -7,11 +7,16 @@ shape: ``decision`` is ``keep`` (usable), ``drop`` (at least one hard fail) or
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
+import sys
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
+
+from tqdm import tqdm
 
 from core.io import atomic_write_json
 
@@ -75,12 +80,39 @@ def new_run_id() -> str:
 
 
 def _safe_name(file_id: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", file_id).strip("._") or "file"
+    """A report file name for ``file_id``: the id itself when it is already safe, else the
+    sanitised id plus a short hash of the id, so ``a/x.csv``, ``a_x.csv`` and ``a x.csv``
+    never share a report (the name is stable across runs)."""
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", file_id).strip("._") or "file"
+    if safe == file_id:
+        return safe
+    return f"{safe}-{hashlib.sha1(file_id.encode('utf-8')).hexdigest()[:8]}"
 
 
-def write_reports(reports: list[DqvlReport], report_dir: Path, run_id: str) -> Path:
-    """Write one JSON per file and ``summary.json``; returns the summary path."""
+def _listed_reports(summary_path: Path) -> set[str]:
+    """Per-file report names an existing summary lists (empty when absent or unreadable)."""
+    try:
+        data = json.loads(summary_path.read_text(encoding="utf-8"))
+        return {str(f["report"]) for f in data["files"]}
+    except (OSError, ValueError, KeyError, TypeError):
+        return set()
+
+
+def write_reports(
+    reports: list[DqvlReport],
+    report_dir: Path,
+    run_id: str,
+    extra: dict[str, Any] | None = None,
+) -> Path:
+    """Write one JSON per file and ``summary.json``; returns the summary path.
+
+    ``extra`` adds run-wide keys to the summary (the FDC channel list and exclusions).
+
+    Per-file reports of an earlier run that this run does not list are removed after the
+    new summary is in place, so the folder never holds reports its summary does not know.
+    """
     report_dir.mkdir(parents=True, exist_ok=True)
+    earlier = _listed_reports(report_dir / "summary.json")
     files = []
     for rep in reports:
         rep.run_id = run_id
@@ -103,5 +135,25 @@ def write_reports(reports: list[DqvlReport], report_dir: Path, run_id: str) -> P
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "counts": counts,
         "files": files,
+        **(extra or {}),
     }
-    return atomic_write_json(report_dir / "summary.json", summary)
+    path = atomic_write_json(report_dir / "summary.json", summary)
+    for name in earlier - {f["report"] for f in files}:
+        stale = report_dir / name
+        if stale.parent == report_dir:  # a name from the file itself: never leave the folder
+            stale.unlink(missing_ok=True)
+    return path
+
+
+def log_drop(report: DqvlReport, progress: bool) -> None:
+    """One console line per dropped file, above any progress bar; the same for every stream."""
+    if progress and not report.usable:
+        tqdm.write(f"DQVL drop {report.file_id}: {report.reason()}", file=sys.stderr)
+
+
+def drop_reasons(reports: list[DqvlReport], limit: int = 3) -> str:
+    """The first dropped files with their reasons, then how many more: for one-line errors."""
+    dropped = [r for r in reports if not r.usable]
+    listed = "; ".join(f"{r.file_id} ({r.reason()})" for r in dropped[:limit])
+    more = len(dropped) - limit
+    return listed + (f"; and {more} more" if more > 0 else "")
