@@ -10,12 +10,22 @@ from __future__ import annotations
 
 import argparse
 import copy
+import json
+import re
+import shlex
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from core.errors import ConfigError
 from core.paths import display_path, resolve_path
@@ -83,19 +93,51 @@ class FdcSyntheticConfig(Section):
     seed: int = 0
 
 
+# Column names that are labels, ids or row counters, not sensors: searched case-insensitively
+# in each name (``data.exclude_columns``).  Whole names only, so ``fault_current`` or
+# ``class_temp`` stay channels: is_anomaly, anomaly, label, fault, fault_type, class,
+# target, outlier, ground_truth, y_true; id, idx, index, row, row_id, sample, sample_no,
+# record, level_0 and anything ending in _id / _idx (batch_id, wafer_id).
+DEFAULT_EXCLUDE_COLUMNS = (
+    r"^(is[_ -]?)?(anomal(y|ies)|labels?|faults?|failure|class|target|outliers?|attack"
+    r"|ground[_ -]?truth|y[_ -]?(true|label))([_ -](label|flag|type|class|code))?$"
+    r"|^(id|idx|index|row|sample|record|seq)([_ -]?(id|no|num|number|index|idx))?$"
+    r"|^level_\d+$|[_ -](id|idx)$"
+)
+
+
 class FdcDataConfig(Section):
     source: Literal["synthetic", "files"] = "synthetic"
     path: PathGlobs = "data/local/train/fdc/*.csv"
-    timestamp_col: str | None = None  # default: a column named timestamp/time (any case)
-    channels: list[str] | None = None  # default: every other column
+    # default: a column named timestamp/time (any case), else an unnamed first column
+    # ("Unnamed: 0", an empty header) that holds dates
+    timestamp_col: str | None = None
+    channels: list[str] | None = None  # default: every other column; a list is used as is
     channel_regex: str | None = None
+    # Not sensors, left out unless listed in data.channels: names matching this regular
+    # expression (null or "" keeps every name) and, with exclude_counters, integer columns
+    # that only count up (row numbers, pandas' "Unnamed: 0" index).
+    exclude_columns: str | None = DEFAULT_EXCLUDE_COLUMNS
+    exclude_counters: bool = True
     fs: PosFloat | None = None  # samples per second, informational for FDC
     seq_len: Annotated[int, Field(ge=2)] = 96
     stride: PosInt = 16
     val_fraction: Annotated[float, Field(ge=0, lt=1)] = 0.2
     normalization: Literal["robust", "zscore"] = "robust"
+    scale_clip: PosFloat | None = 20.0  # |scaled value| bound, saved with the scaler; null: none
     scaler_path: str = "artifacts/scaler_fdc.json"
     synthetic: FdcSyntheticConfig = FdcSyntheticConfig()
+
+    @field_validator("exclude_columns")
+    @classmethod
+    def _pattern_compiles(cls, value: str | None) -> str | None:
+        if not value:
+            return None
+        try:
+            re.compile(value)
+        except re.error as exc:
+            raise ValueError(f"invalid regular expression ({exc})") from None
+        return value
 
 
 class FdcDqvlConfig(DqvlBase):
@@ -107,6 +149,11 @@ class FdcDqvlConfig(DqvlBase):
     stuck_rel_std: NonNegFloat = 1e-6
     step_jump_sigma: PosFloat = 8.0
     warn_step_jump_ratio: Ratio = 0.01
+    # One channel with more NaN/inf than this is unusable: left out of training (in every
+    # file), a warning naming it at scoring.
+    max_channel_missing_ratio: Ratio = 0.2
+    max_bad_channel_fraction: Ratio = 0.25  # more unusable channels than this drops the file
+    max_ragged_ratio: Ratio = 0.01  # CSV rows with another field count than the header
 
 
 class PatchTSTModelConfig(Section):
@@ -153,9 +200,12 @@ class VibDataConfig(Section):
 
 class VibDqvlConfig(DqvlBase):
     report_dir: str = "artifacts/dqvl/vib"
-    max_nan_ratio: Ratio = 0.01
+    max_nan_ratio: Ratio = 0.01  # also the limit for values that overflow float32
+    max_ragged_ratio: Ratio = 0.01  # CSV rows with another field count than the header
     fs_tolerance: Ratio = 0.02  # relative difference between observed and configured fs
+    max_gap_ratio: Ratio = 0.01  # share of the recorded time that timestamp gaps leave empty
     warn_clip_ratio: Ratio = 0.01
+    max_clip_ratio: Ratio = 0.05  # samples at an axis' min/max: above it, saturated, dropped
     warn_flat_ratio: Ratio = 0.2
     max_flat_ratio: Ratio = 0.95
     rms_min: NonNegFloat | None = None
@@ -289,8 +339,33 @@ def _allowed_keys(schema: type[BaseModel], loc: Sequence[Any]) -> list[str]:
     return sorted(getattr(model, "model_fields", {}))
 
 
+def _field_key(schema: type[BaseModel], loc: Sequence[Any]) -> str:
+    """The dotted config key of an error location, without union members or list indices."""
+    model: Any = schema
+    parts = []
+    for part in loc:
+        field = getattr(model, "model_fields", {}).get(part)
+        if field is None:
+            break
+        parts.append(str(part))
+        model = field.annotation
+    return ".".join(parts)
+
+
+def _mapping_hint(key: str, got: Any) -> str | None:
+    """A quoting hint when YAML read ``text: more`` as a one-entry mapping."""
+    if not (isinstance(got, dict) and len(got) == 1):
+        return None
+    name, rest = next(iter(got.items()))
+    if isinstance(rest, dict | list):
+        return None
+    text = f"{name}:" if rest is None else f"{name}: {rest}"
+    return f"YAML reads a value with ': ' as a mapping; quote it: {override_arg(key, text)}"
+
+
 def _format_errors(err: ValidationError, schema: type[BaseModel], source: str) -> str:
     lines = []
+    hints: dict[str, None] = {}  # ordered and without repeats (a union gives several errors)
     for e in err.errors():
         loc = list(e["loc"])
         key = ".".join(str(p) for p in loc) or "<root>"
@@ -307,7 +382,9 @@ def _format_errors(err: ValidationError, schema: type[BaseModel], source: str) -
             lines.append(msg if key == "<root>" else f"{key}: {msg}")
         else:
             lines.append(f"{key}: {msg}, got {got!r}")
-    return f"{source}: invalid config: " + "; ".join(lines)
+        if e["type"] != "value_error" and (hint := _mapping_hint(_field_key(schema, loc), got)):
+            hints[hint] = None
+    return f"{source}: invalid config: " + "; ".join([*lines, *hints])
 
 
 def _set_dotted(raw: dict[str, Any], dotted: str, value: Any) -> None:
@@ -323,6 +400,20 @@ def _set_dotted(raw: dict[str, Any], dotted: str, value: Any) -> None:
     node[parts[-1]] = value
 
 
+def override_arg(key: str, value: str) -> str:
+    """The shell-ready ``--set`` argument that sets ``key`` to the string ``value``.
+
+    Why: a value YAML would read as something else (``Time: UTC`` is a mapping, ``01``
+    a number) needs YAML quotes, and spaces or quotes need shell quotes around it all.
+    """
+    try:
+        plain = yaml.safe_load(value) == value
+    except yaml.YAMLError:
+        plain = False
+    text = value if plain else json.dumps(value, ensure_ascii=False)
+    return f"--set {shlex.quote(f'{key}={text}')}"
+
+
 def parse_override(text: str) -> tuple[str, Any]:
     """Parse ``key.sub=value``; the value is YAML-typed (``3`` -> int, ``[1,2]`` -> list)."""
     key, sep, value = text.partition("=")
@@ -332,7 +423,10 @@ def parse_override(text: str) -> tuple[str, Any]:
     try:
         return key, yaml.safe_load(value) if value.strip() else None
     except yaml.YAMLError as exc:
-        raise ConfigError(f"--set {key}: value is not valid YAML ({type(exc).__name__})") from exc
+        hint = f"; to set it as text, quote it: {override_arg(key, value.strip())}"
+        raise ConfigError(
+            f"--set {key}: value is not valid YAML ({type(exc).__name__}){hint}"
+        ) from None
 
 
 def apply_overrides(raw: dict[str, Any], overrides: Iterable[str]) -> dict[str, Any]:

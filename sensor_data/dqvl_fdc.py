@@ -1,22 +1,33 @@
 """DQVL for FDC tables: one keep/drop decision per file with the reasons and metrics.
 
 Hard fails are problems that would silently corrupt training (time order, gaps, no
-usable channel, too few rows); warnings are worth an engineer's look but do not drop the
-file.  All checks are vectorised over the whole ``(T, C)`` array.
+usable channel, every channel constant, too many ragged rows or unusable channels, too
+few rows); warnings are worth an engineer's look but do not drop the file.  All checks
+are vectorised over the whole ``(T, C)`` array.
+
+One channel is judged on its own too: more NaN/inf than ``max_channel_missing_ratio``
+makes it unusable (``bad_channels``).  Training leaves such a channel out of every file;
+scoring cannot (the model's channels are fixed), so there it is a warning naming the
+channel and its missing values read as the channel centre.  Either way a file with more
+unusable channels than ``max_bad_channel_fraction`` is dropped.
 """
 
 from __future__ import annotations
 
 import warnings
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
 from core.config import FdcDqvlConfig
 from sensor_data.dqvl_report import DqvlReport
-from sensor_data.fdc import FdcTable
+from sensor_data.fdc import FdcTable, time_column_hint
+from sensor_data.files import CsvRows
 
 STREAM = "patchtst"
 MAD_TO_STD = 1.4826  # robust std of a normal distribution from its median absolute deviation
+SHOWN_LINES = 5  # ragged CSV lines named in a report
 
 
 def read_error_report(file_id: str, message: str) -> DqvlReport:
@@ -108,12 +119,72 @@ def _check_timestamps(
     report.metrics["median_period_s"] = float(np.median(forward)) / 1e9 if forward.size else None
 
 
+def _check_rows(report: DqvlReport, rows: CsvRows, rules: FdcDqvlConfig) -> None:
+    """CSV rows with another field count: read without shifting, but their values are
+    suspect (missing fields are NaN, extra ones are ignored)."""
+    lines = [int(i) + 2 for i in rows.ragged[:SHOWN_LINES]]  # file lines, header = line 1
+    report.metrics.update(ragged_rows=int(rows.ragged.size), ragged_lines=lines)
+    if not rows.ragged.size:
+        return
+    ratio = rows.ragged.size / max(rows.n_rows, 1)
+    detail = (
+        f"{rows.ragged.size} of {rows.n_rows} rows do not have the header's {rows.n_fields} "
+        f"fields (first at line {', '.join(map(str, lines))}); missing fields read as NaN, "
+        f"extra ones are ignored"
+    )
+    if ratio > rules.max_ragged_ratio:
+        cap = _pct(rules.max_ragged_ratio)
+        report.fail("ragged_rows", f"{detail} ({_pct(ratio)} > limit {cap})")
+    else:
+        report.warn("ragged_rows", detail)
+
+
+def _check_channels(
+    report: DqvlReport,
+    channels: Sequence[str],
+    missing: np.ndarray,
+    infs: np.ndarray,
+    rules: FdcDqvlConfig,
+    n_rows: int,
+) -> None:
+    """Per channel NaN/inf share: a file-wide ratio hides one broken tag among 100."""
+    limit = rules.max_channel_missing_ratio
+    ratios = missing / max(n_rows, 1)
+    bad = {
+        c: f"{_pct(r)} NaN/inf ({int(i)} inf)"
+        for c, r, i in zip(channels, ratios, infs, strict=True)
+        if r > limit
+    }
+    report.metrics["bad_channels"] = bad
+    if not bad:
+        return
+    listed = "; ".join(f"{c}: {why}" for c, why in bad.items())
+    detail = f"{len(bad)} of {len(channels)} channel(s) over {_pct(limit)} NaN/inf: {listed}"
+    share = len(bad) / len(channels)
+    if share > rules.max_bad_channel_fraction:
+        cap = _pct(rules.max_bad_channel_fraction)
+        report.fail("bad_channels", f"{detail} ({_pct(share)} of the channels > limit {cap})")
+    else:
+        report.warn(
+            "bad_channels",
+            f"{detail} (training leaves them out; scoring reads their missing values as "
+            f"the channel centre)",
+        )
+
+
+def _dead_message(n_constant: int, n_channels: int) -> str:
+    if n_constant == n_channels:
+        return f"all {n_channels} channels constant"
+    return f"no channel varies: {n_constant} constant, {n_channels - n_constant} without values"
+
+
 def _check_values(report: DqvlReport, table: FdcTable, rules: FdcDqvlConfig) -> None:
     values = table.values
     finite = np.isfinite(values)
     n_values = values.size
-    n_missing = int(n_values - finite.sum())
-    inf_count = int(np.isinf(values).sum())
+    missing_per = values.shape[0] - finite.sum(axis=0)
+    inf_per = np.isinf(values).sum(axis=0)
+    n_missing, inf_count = int(missing_per.sum()), int(inf_per.sum())
     missing = n_missing / n_values
     report.metrics.update(missing_ratio=missing, inf_count=inf_count)
     detail = f"{n_missing} of {n_values} values are NaN/inf ({inf_count} inf)"
@@ -125,6 +196,7 @@ def _check_values(report: DqvlReport, table: FdcTable, rules: FdcDqvlConfig) -> 
         report.warn(
             "missing_ratio", f"{detail}: {_pct(missing)} > {_pct(rules.warn_missing_ratio)}"
         )
+    _check_channels(report, table.channels, missing_per, inf_per, rules, table.n_rows)
 
     clean = values if n_missing == 0 else np.where(finite, values, np.nan)
     mean, std = _column_mean_std(clean, n_missing == 0)
@@ -137,6 +209,8 @@ def _check_values(report: DqvlReport, table: FdcTable, rules: FdcDqvlConfig) -> 
             "stuck_channels",
             f"{len(stuck)} stuck/near-constant channel(s): {', '.join(stuck)}",
         )
+    if stuck and len(stuck) == int((~np.isnan(std)).sum()):
+        report.fail("dead_file", _dead_message(len(stuck), len(table.channels)))
 
     jump_ratio = _step_jump_ratio(clean, rules.step_jump_sigma)
     report.metrics["step_jump_ratio"] = jump_ratio
@@ -148,29 +222,62 @@ def _check_values(report: DqvlReport, table: FdcTable, rules: FdcDqvlConfig) -> 
         )
 
 
+def _check_conversions(report: DqvlReport, table: FdcTable) -> None:
+    """Values the reader could not keep: beyond float32 (inf) and status text (NaN)."""
+    report.metrics["overflow_values"] = dict(table.overflow)
+    report.metrics["status_strings"] = dict(table.status_strings)
+    if table.overflow:
+        listed = ", ".join(f"{c} ({n})" for c, n in table.overflow.items())
+        report.warn(
+            "float32_overflow",
+            f"values beyond float32 (|x| > 3.4e38) read as inf in {len(table.overflow)} "
+            f"channel(s): {listed}",
+        )
+    if table.status_strings:
+        listed = "; ".join(
+            f"{c}: {s['count']} ({', '.join(f'{t!r} x{n}' for t, n in s['top'].items())})"
+            for c, s in table.status_strings.items()
+        )
+        report.warn(
+            "status_strings",
+            f"status text read as NaN in {len(table.status_strings)} channel(s): {listed}",
+        )
+
+
+def _missing_timestamp(table: FdcTable) -> str:
+    message = "no timestamp column (name it timestamp/time or set data.timestamp_col)"
+    return f"{message}; {time_column_hint(table.time_like)}" if table.time_like else message
+
+
+def table_metrics(table: FdcTable) -> dict[str, Any]:
+    """What every FDC report carries, checked or skipped: size and the column decisions."""
+    return {
+        "n_rows": table.n_rows,
+        "n_channels": len(table.channels),
+        "timestamp_col": table.timestamp_col,
+        "non_numeric_columns": list(table.non_numeric_columns),
+        "excluded_columns": dict(table.excluded),
+    }
+
+
 def check_fdc(table: FdcTable, rules: FdcDqvlConfig, window: int) -> DqvlReport:
     """Run every FDC rule on one table; ``window`` is the model's sequence length."""
     report = DqvlReport(table.file_id, STREAM)
     n_rows, n_channels = table.values.shape
-    report.metrics.update(
-        n_rows=int(n_rows),
-        n_channels=int(n_channels),
-        timestamp_col=table.timestamp_col,
-        non_numeric_columns=list(table.non_numeric_columns),
-    )
+    report.metrics.update(table_metrics(table))
     if table.timestamps is None:
         if rules.require_timestamp:
-            report.fail(
-                "timestamp_missing",
-                "no timestamp column (name it timestamp/time or set data.timestamp_col)",
-            )
+            report.fail("timestamp_missing", _missing_timestamp(table))
     else:
         _check_timestamps(report, table.timestamps, n_rows, rules)
+    if table.csv_rows is not None:
+        _check_rows(report, table.csv_rows, rules)
 
     if n_channels == 0:
         report.fail("no_numeric_channel", "no numeric channel column found")
     else:
         _check_values(report, table, rules)
+    _check_conversions(report, table)
 
     if n_rows < window:
         report.fail("too_short", f"{n_rows} rows < one window of {window} rows")
@@ -180,3 +287,22 @@ def check_fdc(table: FdcTable, rules: FdcDqvlConfig, window: int) -> DqvlReport:
             f"excluded non-numeric column(s): {', '.join(table.non_numeric_columns)}",
         )
     return report
+
+
+def dead_channels(
+    arrays: Sequence[np.ndarray], channels: Sequence[str], rules: FdcDqvlConfig
+) -> list[str]:
+    """Channels constant over all ``arrays`` (the train rows of every kept file).
+
+    Why: such a channel teaches the model nothing, and any move at scoring divides by an
+    epsilon scale; one that is constant in some files only is fine (an idle valve).
+    """
+    lo = np.full(len(channels), np.inf)
+    hi = np.full(len(channels), -np.inf)
+    for a in arrays:
+        finite = np.isfinite(a)
+        lo = np.minimum(lo, np.min(a, axis=0, where=finite, initial=np.inf))
+        hi = np.maximum(hi, np.max(a, axis=0, where=finite, initial=-np.inf))
+    with np.errstate(invalid="ignore"):  # inf - inf: a channel without values is not "dead"
+        flat = (hi - lo) <= rules.stuck_rel_std * (np.abs(lo) + 1.0)
+    return [c for c, f in zip(channels, flat, strict=True) if f]

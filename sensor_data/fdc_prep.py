@@ -4,14 +4,22 @@ The order is what prevents leakage: each kept file is split by time first (train
 then validation rows), the scaler is fitted on the train rows of all kept files only, and
 windows are cut inside one file and one side of its split.  A file that fails to read or
 fails DQVL is dropped with a report; the other files go on.
+
+Training uses one channel set for every file: the first kept file's channels less every
+column left out anywhere (a label, id or counter column, text, a channel unusable in some
+kept file, one constant over all training rows), unless ``data.channels`` lists them.
+Each report names its file's final channels and every excluded column with the reason;
+the summary, the scaler JSON and the console say the same for the run.  Scoring keeps the
+model's channels and ignores columns training excluded.
 """
 
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
+from itertools import groupby
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -22,10 +30,16 @@ from tqdm import tqdm
 
 from core.errors import DataError
 from core.paths import display_path, resolve_path
-from sensor_data.dqvl_fdc import STREAM, check_fdc, read_error_report
-from sensor_data.dqvl_report import DqvlReport, skipped_report, write_reports
+from sensor_data.dqvl_fdc import (
+    STREAM,
+    check_fdc,
+    dead_channels,
+    read_error_report,
+    table_metrics,
+)
+from sensor_data.dqvl_report import DqvlReport, log_drop, skipped_report, write_reports
 from sensor_data.fdc import SUPPORTED_SUFFIXES, FdcTable, read_fdc, table_from_frame
-from sensor_data.files import list_data_files
+from sensor_data.files import file_ids, list_data_files
 from sensor_data.scaler import ChannelScaler, channel_order
 from sensor_data.synthetic_fdc import make_fdc_frame
 from sensor_data.timestamps import NAT
@@ -120,18 +134,14 @@ def list_fdc_files(patterns: str | Sequence[str]) -> list[Path]:
     return list_data_files(patterns, SUPPORTED_SUFFIXES, "FDC")
 
 
-def _file_ids(paths: Sequence[Path]) -> list[str]:
-    """File names, or repository-relative paths when two files share a name."""
-    names = [p.name for p in paths]
-    return names if len(set(names)) == len(names) else [display_path(p) for p in paths]
-
-
 def _selection(cfg: PatchTSTConfig) -> dict[str, Any]:
     """Reader keyword arguments that pick the timestamp and channel columns."""
     return {
         "timestamp_col": cfg.data.timestamp_col,
         "channels": cfg.data.channels,
         "channel_regex": cfg.data.channel_regex,
+        "exclude_columns": cfg.data.exclude_columns,
+        "exclude_counters": cfg.data.exclude_counters,
     }
 
 
@@ -146,7 +156,7 @@ def _file_loaders(
 ) -> list[tuple[str, Callable[[], FdcTable]]]:
     return [
         (fid, partial(read_fdc, p, file_id=fid, **_selection(cfg)))
-        for p, fid in zip(paths, _file_ids(paths), strict=True)
+        for p, fid in zip(paths, file_ids(paths), strict=True)
     ]
 
 
@@ -177,26 +187,34 @@ def _load_checked(
         report = check_fdc(table, cfg.dqvl, window)
     else:
         report = skipped_report(table.file_id, STREAM)
-        report.metrics.update(n_rows=table.n_rows, n_channels=len(table.channels))
+        report.metrics.update(table_metrics(table))
         if not table.channels:
             _drop(report, "no_numeric_channel", "no numeric channel column found")
     return (table if report.usable else None), report
 
 
+def _excluded_here(table: FdcTable, expected: Sequence[str]) -> str:
+    """Why expected channels are not in this file's channels, when the reader left them out."""
+    here = [f"{c} ({table.excluded[c]})" for c in expected if c in table.excluded]
+    return f"; excluded in this file: {', '.join(here)}" if here else ""
+
+
 def _align_channels(
-    table: FdcTable, report: DqvlReport, expected: list[str] | None
+    table: FdcTable, report: DqvlReport, expected: list[str], ignore: Mapping[str, str]
 ) -> FdcTable | None:
-    """Reorder the table to ``expected``; drop it (``channel_mismatch``) if the set differs."""
-    if expected is None:
-        return table
+    """Select ``expected`` in that order; drop the file (``channel_mismatch``) when it lacks
+    one or has another column that is not in ``ignore`` (column -> why it is left out)."""
     try:
-        order = channel_order(expected, table.channels, table.file_id)
+        order = channel_order(expected, table.channels, table.file_id, ignore)
     except DataError as exc:
-        _drop(report, "channel_mismatch", str(exc))
+        _drop(report, "channel_mismatch", f"{exc}{_excluded_here(table, expected)}")
         return None
-    if order != list(range(len(order))):
+    left_out = {c: ignore[c] for c in table.channels if c not in expected}
+    if order != list(range(len(table.channels))):
         table.values = np.ascontiguousarray(table.values[:, order])
-        table.channels = list(expected)
+    table.channels = list(expected)
+    table.excluded.update(left_out)
+    report.metrics.update(channels=list(expected), excluded_columns=dict(table.excluded))
     return table
 
 
@@ -204,33 +222,116 @@ def _progress(items: list, progress: bool, desc: str) -> Iterator:
     return iter(tqdm(items, desc=desc, unit="file", disable=not progress, file=sys.stderr))
 
 
-def _log_drop(report: DqvlReport, progress: bool) -> None:
-    if progress and not report.usable:
-        tqdm.write(f"DQVL drop {report.file_id}: {report.reason()}", file=sys.stderr)
+def _listed(items: Mapping[str, Any], limit: int = 8) -> str:
+    """``name (value), ...`` for the first ``limit`` items, then how many more."""
+    shown = ", ".join(f"{k} ({v})" for k, v in list(items.items())[:limit])
+    return shown + (f", +{len(items) - limit} more" if len(items) > limit else "")
+
+
+def _log_channels(channels: list[str], excluded: Mapping[str, str], progress: bool) -> None:
+    """One console line for the run's channel set, excluded columns grouped by reason."""
+    if not (progress and excluded):
+        return
+    by_reason = sorted(excluded.items(), key=lambda item: item[1])
+    groups = [
+        f"{reason}: {', '.join(c for c, _ in group)}"
+        for reason, group in groupby(by_reason, key=lambda item: item[1])
+    ]
+    tqdm.write(
+        f"FDC channels: {len(channels)} used, {len(excluded)} column(s) excluded: "
+        + "; ".join(groups),
+        file=sys.stderr,
+    )
+
+
+def _log_scaler(scaler: ChannelScaler, progress: bool) -> None:
+    if progress and scaler.floored:
+        tqdm.write(
+            f"FDC scaler: {len(scaler.floored)} channel(s) with ~0 spread, scale floored "
+            f"(statistic used): {_listed(scaler.floored)}",
+            file=sys.stderr,
+        )
+    if progress and scaler.clipped:
+        tqdm.write(
+            f"FDC scaler: training values clipped at |z| = {scaler.clip:g} in "
+            f"{len(scaler.clipped)} channel(s) (count): {_listed(scaler.clipped)}",
+            file=sys.stderr,
+        )
 
 
 # --------------------------------------------------------------------------- training
+def _quality_exclusions(
+    tables: Sequence[FdcTable], reports: Sequence[DqvlReport], cfg: PatchTSTConfig
+) -> dict[str, str]:
+    """Channels unusable in some kept file or constant over all training rows.
+
+    Left out of every file, so all files keep one channel set; ``data.channels`` is used
+    as listed (its bad channels stay warnings).
+    """
+    if cfg.data.channels is not None or not cfg.dqvl.enabled or not tables:
+        return {}
+    limit = f"limit dqvl.max_channel_missing_ratio={cfg.dqvl.max_channel_missing_ratio:g}"
+    out: dict[str, str] = {}
+    for table, report in zip(tables, reports, strict=True):
+        for channel, why in report.metrics.get("bad_channels", {}).items():
+            if channel in table.channels:
+                out.setdefault(channel, f"{why} in {table.file_id}, {limit}")
+    train = [t.values[: split_index(t.n_rows, cfg.data.val_fraction)] for t in tables]
+    for channel in dead_channels(train, tables[0].channels, cfg.dqvl):
+        out.setdefault(channel, "constant over the training rows of every kept file")
+    return out
+
+
+def _training_channels(
+    loaded: list[tuple[FdcTable, DqvlReport]], cfg: PatchTSTConfig
+) -> tuple[list[FdcTable], list[str], dict[str, str]]:
+    """Kept tables on one channel set, the set, and every excluded column with the reason."""
+    if not loaded:
+        return [], [], {}
+    excluded: dict[str, str] = {}
+    elsewhere: dict[str, str] = {}  # the reason as a file that kept the column reads it
+    for table, _ in loaded:
+        for column, why in table.excluded.items():
+            if column not in excluded:
+                excluded[column], elsewhere[column] = why, f"{why} in {table.file_id}"
+    reference = [c for c in loaded[0][0].channels if c not in excluded]
+    aligned = [
+        (t, r) for t, r in loaded if _align_channels(t, r, reference, elsewhere) is not None
+    ]
+    tables, reports = [t for t, _ in aligned], [r for _, r in aligned]
+    quality = _quality_exclusions(tables, reports, cfg)
+    excluded |= quality
+    elsewhere |= quality
+    channels = [c for c in reference if c not in excluded]
+    if not channels:
+        for report in reports:
+            _drop(report, "no_usable_channel", f"every channel was excluded: {_listed(excluded)}")
+        return [], [], excluded
+    for table, report in aligned:
+        _align_channels(table, report, channels, elsewhere)
+    return tables, channels, excluded
+
+
 def prepare_fdc_training(cfg: PatchTSTConfig, run_id: str, progress: bool = True) -> FdcPrepared:
     """Everything the trainer needs: train/val windows, the saved scaler and DQVL reports."""
     data = cfg.data
     reports: list[DqvlReport] = []
-    tables: list[FdcTable] = []
-    channels: list[str] | None = None
+    loaded: list[tuple[FdcTable, DqvlReport]] = []
     for file_id, load in _progress(_sources(cfg), progress, "FDC files"):
         table, report = _load_checked(file_id, load, cfg, data.seq_len)
-        if table is not None:
-            table = _align_channels(table, report, channels)
-        if table is not None:
-            channels = channels or table.channels
-            tables.append(table)
         reports.append(report)
-        _log_drop(report, progress)
-    summary = write_reports(reports, resolve_path(cfg.dqvl.report_dir), run_id)
+        if table is not None:
+            loaded.append((table, report))
+    tables, channels, excluded = _training_channels(loaded, cfg)
+    for report in reports:
+        log_drop(report, progress)
+    run_wide = {"channels": channels, "excluded_columns": excluded}
+    summary = write_reports(reports, resolve_path(cfg.dqvl.report_dir), run_id, run_wide)
     if not tables:
         raise DataError(
             f"all {len(reports)} files were dropped by DQVL; see {display_path(summary)}"
         )
-    assert channels is not None
+    _log_channels(channels, excluded, progress)
 
     train_idx, val_idx = [], []
     for k, table in enumerate(tables):
@@ -249,8 +350,11 @@ def prepare_fdc_training(cfg: PatchTSTConfig, run_id: str, progress: bool = True
         [t.values[: split_index(t.n_rows, data.val_fraction)] for t in tables],
         data.normalization,
         channels,
+        data.scale_clip,
     )
+    scaler.excluded = excluded
     scaler.save(resolve_path(data.scaler_path))
+    _log_scaler(scaler, progress)
     arrays = []
     for table in tables:  # normalise one file at a time and release its raw copy
         arrays.append(scaler.transform(table.values))
@@ -289,7 +393,10 @@ def prepare_fdc_scoring(
     Windows start every ``stride`` rows, plus a last one that ends at the file's last row.
 
     With a single file a channel-set mismatch raises DataError; in a batch the file is
-    dropped with a ``channel_mismatch`` report.  Reports are returned, not written.
+    dropped with a ``channel_mismatch`` report.  Columns training excluded are ignored; a
+    model channel that is unusable here is a ``bad_channels`` warning (its missing values
+    read as the channel centre), or a drop when too many are.  Reports are returned, not
+    written.
     """
     paths = [Path(p) for p in paths]
     reports: list[DqvlReport] = []
@@ -297,15 +404,16 @@ def prepare_fdc_scoring(
     files: list[str] = []
     stamps: list[np.ndarray | None] = []
     index = []
+    ignore = {c: f"excluded in training: {why}" for c, why in scaler.excluded.items()}
     for fid, load in _progress(_file_loaders(paths, cfg), progress, "FDC scoring files"):
         table, report = _load_checked(fid, load, cfg, window)
         reports.append(report)
-        if table is not None and len(paths) == 1:
-            scaler.check_channels(table.channels, display_path(paths[0]))  # raises
         if table is not None:
-            table = _align_channels(table, report, scaler.channels)
+            table = _align_channels(table, report, list(scaler.channels), ignore)
+            if table is None and len(paths) == 1:
+                raise DataError(report.hard_fails[-1]["message"])
         if table is None:
-            _log_drop(report, progress)
+            log_drop(report, progress)
             continue
         starts = _covering_starts(table.n_rows, window, stride)
         index.append(np.column_stack([np.full_like(starts, len(arrays)), starts]))

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from core.config import apply_overrides, effective_config
+from core.config import DEFAULT_EXCLUDE_COLUMNS, apply_overrides, effective_config, override_arg
 from core.errors import ConfigError
 from core.paths import resolve_path
 from streams import config_from_dict, load_config
@@ -95,3 +95,31 @@ def test_effective_config_round_trips() -> None:
     cfg = load_config("configs/patchtst_ssl.yaml", ["model.d_model=32"])
     again = config_from_dict(effective_config(cfg))
     assert isinstance(again, PatchTSTConfig) and again == cfg
+
+
+def test_a_value_with_colon_space_gets_a_quoting_hint() -> None:
+    """``--set data.timestamp_col=Time: UTC``: YAML reads a mapping, the user meant text."""
+    with pytest.raises(ConfigError) as err:
+        load_config("configs/patchtst_ssl.yaml", ["data.timestamp_col=Time: UTC"])
+    assert str(err.value).endswith(
+        "data.timestamp_col: input should be a valid string; YAML reads a value with ': ' "
+        "as a mapping; quote it: --set 'data.timestamp_col=\"Time: UTC\"'"
+    )
+    with pytest.raises(ConfigError, match=r"quote it: --set 'data.timestamp_col=\"a: b: c\"'"):
+        load_config("configs/patchtst_ssl.yaml", ["data.timestamp_col=a: b: c"])  # bad YAML
+    cfg = load_config("configs/patchtst_ssl.yaml", ['data.timestamp_col="Time: UTC"'])
+    assert isinstance(cfg, PatchTSTConfig) and cfg.data.timestamp_col == "Time: UTC"
+    assert override_arg("data.timestamp_col", "ts") == "--set data.timestamp_col=ts"
+    spaced = override_arg("data.timestamp_col", "Zeit (UTC)")
+    assert spaced == "--set 'data.timestamp_col=Zeit (UTC)'"
+
+
+def test_fdc_column_exclusion_keys() -> None:
+    cfg = load_config("configs/patchtst_ssl.yaml")
+    assert isinstance(cfg, PatchTSTConfig)
+    assert cfg.data.exclude_columns == DEFAULT_EXCLUDE_COLUMNS and cfg.data.exclude_counters
+    assert cfg.data.scale_clip == 20.0
+    for off in ("data.exclude_columns=", "data.exclude_columns=null", 'data.exclude_columns=""'):
+        assert load_config("configs/patchtst_ssl.yaml", [off]).data.exclude_columns is None
+    with pytest.raises(ConfigError, match=r"data.exclude_columns: invalid regular expression"):
+        load_config("configs/patchtst_ssl.yaml", ["data.exclude_columns=(label"])

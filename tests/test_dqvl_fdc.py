@@ -121,6 +121,32 @@ def _mixed_text_column(f: pd.DataFrame) -> pd.DataFrame:
     return f
 
 
+def _all_constant(f: pd.DataFrame) -> pd.DataFrame:
+    return f.assign(ch_00=1.0, ch_01=2.0, ch_02=3.0, ch_03=4.0)
+
+
+def _inf_share(share: float, columns: tuple[str, ...] = ("ch_02",)):
+    def mutate(f: pd.DataFrame) -> pd.DataFrame:
+        f = f.copy()
+        f.loc[: int(share * len(f)) - 1, list(columns)] = np.inf
+        return f
+
+    return mutate
+
+
+def _status_text(f: pd.DataFrame) -> pd.DataFrame:
+    f = f.astype({"ch_01": object})
+    f.loc[[3, 9, 27], "ch_01"] = "Bad"
+    f.loc[[40, 41], "ch_01"] = "I/O Timeout"
+    return f
+
+
+def _huge(f: pd.DataFrame) -> pd.DataFrame:
+    f = f.astype({"ch_03": np.float64})
+    f.loc[7, "ch_03"] = 1e39  # fits float64, not float32
+    return f
+
+
 def _short(f: pd.DataFrame) -> pd.DataFrame:
     return f.iloc[: WINDOW - 1]
 
@@ -142,6 +168,11 @@ RULE_CASES = [
     ("stuck_channels", "warn", _stuck, lambda f: f),
     ("step_jumps", "warn", _spiky, _one_step),
     ("non_numeric_columns", "warn", _with_text_column, _mixed_text_column),
+    ("dead_file", "fail", _all_constant, _stuck),
+    ("bad_channels", "warn", _inf_share(0.33), _inf_share(0.15)),
+    ("bad_channels", "fail", _inf_share(0.33, ("ch_01", "ch_02")), _inf_share(0.33)),
+    ("status_strings", "warn", _status_text, lambda f: f),
+    ("float32_overflow", "warn", _huge, lambda f: f),
 ]
 
 
@@ -202,6 +233,88 @@ def test_stuck_warning_names_the_channel_and_thresholds_are_respected() -> None:
     shuffled = check_fdc(_table(_shuffled(_frame())), lenient, WINDOW)
     assert shuffled.decision == "keep"
     assert shuffled.metrics["timestamp_non_monotonic"] > 50
+
+
+def test_dead_files_unusable_channels_and_status_text_are_reported(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 12, class 3: an all-constant file trained, a 33 % inf channel was kept because
+    only the file-wide ratio was checked, and status text became NaN without a word."""
+    monkeypatch.setenv("SSL_REPO_ROOT", str(tmp_path))
+    train = tmp_path / "data/train"
+    good = write_fdc_files(train, 2, N_ROWS, 4, seed=5)
+    alone = prepare_fdc_training(fdc_cfg(), run_id="r", progress=False)
+    alone_findings = {r.file_id: (r.hard_fails, r.warnings) for r in alone.reports}
+    _write(train / "dead.csv", _all_constant(_frame()))
+    _write(train / "inf.csv", _inf_share(0.33)(_frame(seed=3)))
+    _write(train / "status.csv", _status_text(_frame(seed=4)))
+    prepared = prepare_fdc_training(fdc_cfg(), run_id="r", progress=False)
+    by_id = {r.file_id: r for r in prepared.reports}
+
+    assert by_id["dead.csv"].hard_fails == [
+        {"rule": "dead_file", "message": "all 4 channels constant"}
+    ]
+    inf = by_id["inf.csv"]
+    assert inf.decision == "keep" and inf.metrics["bad_channels"] == {
+        "ch_02": "33.00% NaN/inf (66 inf)"
+    }
+    assert _rules(inf.warnings) == ["missing_ratio", "bad_channels"]
+    assert "ch_02: 33.00% NaN/inf (66 inf)" in inf.warnings[1]["message"]
+    kept = ["ch_00", "ch_01", "ch_03"]  # ch_02 leaves every file, not just inf.csv
+    assert prepared.scaler.channels == kept and prepared.train.n_channels == 3
+    assert prepared.files == ["inf.csv", "status.csv"] + [p.name for p in good]
+    for report in prepared.reports:
+        if report.usable:
+            assert report.metrics["channels"] == kept
+            assert report.metrics["excluded_columns"]["ch_02"].startswith(
+                "33.00% NaN/inf (66 inf) in inf.csv"
+            )
+    assert "ch_02" in prepared.scaler.excluded
+    status = by_id["status.csv"]
+    assert status.metrics["status_strings"] == {
+        "ch_01": {"count": 5, "top": {"Bad": 3, "I/O Timeout": 2}}
+    }
+    assert status.warnings == [
+        {
+            "rule": "status_strings",
+            "message": "status text read as NaN in 1 channel(s): "
+            "ch_01: 5 ('Bad' x3, 'I/O Timeout' x2)",
+        }
+    ]
+    for path in good:  # the good files' findings do not change
+        assert (by_id[path.name].hard_fails, by_id[path.name].warnings) == alone_findings[path.name]
+
+
+def test_scoring_names_an_unusable_model_channel_and_ignores_excluded_columns(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The model's channels are fixed at scoring: a bad one is a warning (its missing values
+    read as the centre), too many bad ones drop the file; training's exclusions are no
+    channel mismatch."""
+    from sensor_data.fdc_prep import prepare_fdc_scoring
+
+    monkeypatch.setenv("SSL_REPO_ROOT", str(tmp_path))
+    write_fdc_files(tmp_path / "data/train", 2, N_ROWS, 4, seed=5)
+    _write(tmp_path / "data/train/inf.csv", _inf_share(0.33)(_frame(seed=3)))
+    cfg = fdc_cfg()
+    scaler = prepare_fdc_training(cfg, run_id="r", progress=False).scaler
+    assert scaler.channels == ["ch_00", "ch_01", "ch_03"]
+    test = tmp_path / "data/test"
+    _write(test / "one_bad.csv", _inf_share(0.4, ("ch_01",))(_frame(seed=8)))
+    _write(test / "many_bad.csv", _inf_share(0.4, ("ch_00", "ch_01"))(_frame(seed=8)))
+    _write(test / "clean.csv", _frame(seed=8))
+    paths = [test / "one_bad.csv", test / "many_bad.csv", test / "clean.csv"]
+    windows, reports = prepare_fdc_scoring(paths, scaler, cfg, WINDOW, stride=16)
+
+    one, many, clean = reports
+    assert one.decision == "keep" and _rules(one.warnings) == ["missing_ratio", "bad_channels"]
+    assert "ch_01: 40.00% NaN/inf (80 inf)" in one.warnings[1]["message"]
+    assert one.metrics["excluded_columns"]["ch_02"].startswith("excluded in training: 33.00%")
+    assert _rules(many.hard_fails) == ["bad_channels"] and many.decision == "drop"
+    assert clean.decision == "keep" and clean.warnings == []
+    assert windows.files == ["one_bad.csv", "clean.csv"]
+    start = windows.files.index("one_bad.csv")
+    assert (windows.arrays[start][:80, 1] == 0.0).all()  # the missing values: the centre
 
 
 def test_read_error_report_is_a_drop() -> None:

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from core.errors import ConfigError, DataError
-from sensor_data.fdc import read_fdc
+from sensor_data.fdc import EXCLUDED_BY_NAME, EXCLUDED_COUNTER, read_fdc
 from sensor_data.fdc_prep import (
     FdcWindows,
     list_fdc_files,
@@ -98,7 +98,7 @@ def test_numeric_timestamps_are_seconds_and_text_columns_are_excluded(root: Path
         ("blank.csv", b"\n\n", "cannot parse as CSV"),
         ("bin.csv", b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR", "binary data"),
         ("latin.csv", "temp\u00e9rature\n1\n".encode("latin-1"), "not UTF-8"),
-        ("ragged.csv", b"a,b\n1,2\n3,4,5,6\n", "cannot parse as CSV"),
+        ("quote.csv", b'a,b\n"1,2\n3,4\n', "cannot parse as CSV"),  # ragged rows: DQVL
         ("bad.parquet", b"not parquet at all", "not a readable Parquet file"),
         ("data.xlsx", b"PK", "unsupported file type '.xlsx'"),
     ],
@@ -127,13 +127,153 @@ def test_file_listing_is_sorted_deduplicated_and_skips_labels(root: Path) -> Non
     assert [p.name for p in found] == [f"synthetic_{i:03d}.csv" for i in range(3)]
 
 
+def _report(root: Path, file_id: str) -> dict:
+    return json.loads((root / f"artifacts/dqvl/fdc/{file_id}.json").read_text())
+
+
+def _alone(root: Path, file_id: str) -> dict:
+    """The report a training run on ``file_id`` alone gives (what other files must not change)."""
+    prepare_fdc_training(fdc_cfg(path=f"data/train/{file_id}"), "r", progress=False)
+    return _report(root, file_id)
+
+
+def test_label_id_and_counter_columns_are_excluded_with_reasons(
+    root: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Issue 12, class 1: a label column leaked into the channels (AUROC 0.65 -> 0.81)."""
+    _csv(root / "data/train/b.csv", make_fdc_frame(200, 4, seed=1))
+    b_alone = _alone(root, "b.csv")
+    labelled = make_fdc_frame(200, 4, seed=0)
+    labelled["is_anomaly"] = (np.arange(200) % 50 == 0).astype(int)
+    labelled["batch_id"] = 7
+    labelled.to_csv(root / "data/train/a.csv")  # with the index: an unnamed 0..n-1 counter
+    prepared = prepare_fdc_training(fdc_cfg(), "r", progress=True)
+
+    channels = ["ch_00", "ch_01", "ch_02", "ch_03"]
+    excluded = {
+        "Unnamed: 0": EXCLUDED_COUNTER,
+        "is_anomaly": EXCLUDED_BY_NAME,
+        "batch_id": EXCLUDED_BY_NAME,
+    }
+    assert prepared.scaler.channels == channels and prepared.train.channels == channels
+    a = _report(root, "a.csv")
+    assert a["decision"] == "keep" and a["metrics"]["channels"] == channels
+    assert a["metrics"]["excluded_columns"] == excluded
+    assert _report(root, "b.csv") == b_alone  # the other file's result is unchanged
+    summary = json.loads(prepared.summary_path.read_text())
+    assert summary["channels"] == channels and summary["excluded_columns"] == excluded
+    saved = json.loads((root / "artifacts/scaler_fdc.json").read_text())
+    assert saved["excluded_columns"] == excluded
+    err = capsys.readouterr().err
+    assert (
+        f"FDC channels: 4 used, 3 column(s) excluded: {EXCLUDED_BY_NAME}: is_anomaly, batch_id; "
+        f"{EXCLUDED_COUNTER}: Unnamed: 0\n"
+    ) in err
+    # nothing of the label reached the scaler: it equals one fitted on the sensors alone
+    raw = [read_fdc(root / f"data/train/{n}.csv", channels=channels).values for n in "ab"]
+    reference = ChannelScaler.fit([v[: split_index(200, 0.2)] for v in raw], "robust", channels)
+    np.testing.assert_allclose(prepared.scaler.center, reference.center)
+    np.testing.assert_allclose(prepared.scaler.scale, reference.scale)
+
+    # the rule is overridable: no pattern keeps the names, a listed channel always wins
+    path = root / "data/train/a.csv"
+    assert read_fdc(path, exclude_counters=True).channels == [*channels, "is_anomaly", "batch_id"]
+    listed = read_fdc(path, channels=["Unnamed: 0", "ch_00"], exclude_counters=True)
+    assert listed.channels == ["Unnamed: 0", "ch_00"] and listed.excluded == {}
+    assert fdc_cfg(exclude_columns="").data.exclude_columns is None
+
+
+def test_an_unnamed_timestamp_column_is_found_and_a_time_like_one_is_named(root: Path) -> None:
+    """Issue 12, class 1: historian/to_csv exports put the stamps in an unnamed column."""
+    frame = make_fdc_frame(200, 3, seed=0)
+    stamps = frame["timestamp"].to_numpy("datetime64[ns]")
+    indexed = frame.set_index("timestamp").rename_axis(None)
+    _csv(root / "data/train/c.csv", make_fdc_frame(200, 3, seed=2))
+    indexed.to_csv(root / "data/train/a.csv")  # header ",ch_00,...": pandas' "Unnamed: 0"
+    frame.rename(columns={"timestamp": "Time: UTC"}).to_csv(root / "data/train/b.csv", index=False)
+    c_alone = _alone(root, "c.csv")
+    prepared = prepare_fdc_training(fdc_cfg(), "r", progress=False)
+
+    assert prepared.files == ["a.csv", "c.csv"] and prepared.train.channels == list(indexed)
+    a = read_fdc(root / "data/train/a.csv")
+    assert a.timestamp_col == "Unnamed: 0" and a.channels == ["ch_00", "ch_01", "ch_02"]
+    np.testing.assert_array_equal(a.timestamps, stamps)
+    b = _report(root, "b.csv")
+    assert [f["rule"] for f in b["hard_fails"]] == ["timestamp_missing"]
+    assert b["hard_fails"][0]["message"] == (
+        "no timestamp column (name it timestamp/time or set data.timestamp_col); column "
+        "'Time: UTC' looks like time: use it with --set 'data.timestamp_col=\"Time: UTC\"'"
+    )
+    assert _report(root, "c.csv") == c_alone
+    with pytest.raises(DataError, match=r"b\.csv: configured data.timestamp_col 'Time' not found"):
+        read_fdc(root / "data/train/b.csv", timestamp_col="Time")
+    named = read_fdc(root / "data/train/b.csv", timestamp_col="Time: UTC")
+    np.testing.assert_array_equal(named.timestamps, stamps)
+    indexed.to_parquet(root / "a.parquet")  # the index is stored as __index_level_0__
+    pq_table = read_fdc(root / "a.parquet")
+    assert pq_table.timestamp_col == "__index_level_0__" and pq_table.channels == a.channels
+    np.testing.assert_array_equal(pq_table.timestamps, stamps)
+
+
+def test_trailing_delimiters_and_ragged_rows_never_shift_columns(root: Path) -> None:
+    """Issue 12, class 2: a trailing comma moved the stamps into the index and a good file
+    was dropped as "timestamps go backwards"."""
+    frame = make_fdc_frame(200, 3, seed=0)
+    lines = frame.to_csv(index=False).splitlines()
+    train = root / "data/train"
+    _csv(train / "a_clean.csv", frame)
+    clean_alone = _alone(root, "a_clean.csv")
+    (train / "trailing.csv").write_text("\n".join([lines[0], *(f"{x}," for x in lines[1:])]))
+    ragged = list(lines)
+    ragged[10] += ",99"  # line 11: one value too many
+    ragged[20] = ragged[20].rsplit(",", 1)[0]  # line 21: one value short
+    (train / "ragged.csv").write_text("\n".join(ragged) + "\n")
+    many = [x.rsplit(",", 1)[0] if i % 10 == 5 else x for i, x in enumerate(lines)]
+    (train / "many_ragged.csv").write_text("\n".join(many) + "\n")
+    big = frame.astype({"ch_01": object})
+    big.loc[[5, 6], "ch_01"] = ["1e39", "-4e40"]  # beyond float32
+    _csv(train / "overflow.csv", big)
+    prepared = prepare_fdc_training(fdc_cfg(), "r", progress=False)
+
+    clean = read_fdc(train / "a_clean.csv")
+    trailing = read_fdc(train / "trailing.csv")
+    assert trailing.channels == clean.channels and trailing.timestamp_col == "timestamp"
+    np.testing.assert_array_equal(trailing.values, clean.values)
+    np.testing.assert_array_equal(trailing.timestamps, clean.timestamps)
+    report = _report(root, "trailing.csv")
+    assert report["decision"] == "keep" and report["warnings"] == []
+
+    report = _report(root, "ragged.csv")
+    assert report["decision"] == "keep"
+    assert report["metrics"]["ragged_rows"] == 2 and report["metrics"]["ragged_lines"] == [11, 21]
+    assert report["warnings"][0]["message"].startswith(
+        "2 of 200 rows do not have the header's 4 fields (first at line 11, 21)"
+    )
+    values = read_fdc(train / "ragged.csv").values
+    np.testing.assert_array_equal(values[9], clean.values[9])  # the extra field is ignored
+    assert np.isnan(values[19, 2]) and (values[19, :2] == clean.values[19, :2]).all()
+
+    report = _report(root, "many_ragged.csv")
+    assert [f["rule"] for f in report["hard_fails"]] == ["ragged_rows"]
+    assert "20 of 200 rows" in report["hard_fails"][0]["message"]
+    assert "(10.00% > limit 1.00%)" in report["hard_fails"][0]["message"]
+
+    report = _report(root, "overflow.csv")
+    assert report["metrics"]["overflow_values"] == {"ch_01": 2}
+    overflow = [w for w in report["warnings"] if w["rule"] == "float32_overflow"]
+    assert overflow and "ch_01 (2)" in overflow[0]["message"]
+    assert _report(root, "a_clean.csv") == clean_alone
+    assert "trailing.csv" in prepared.files and "ragged.csv" in prepared.files
+
+
 # --------------------------------------------------------------------------- scaler
 def test_robust_and_zscore_fit_values_and_nan_handling() -> None:
     x = np.array([[1.0, 5.0, np.nan], [2.0, 5.0, 1.0], [3.0, 5.0, 3.0], [4.0, 5.0, np.inf]])
     robust = ChannelScaler.fit([x[:2], x[2:]], "robust", ["a", "b", "c"])
     np.testing.assert_allclose(robust.center, [2.5, 5.0, 2.0])
     np.testing.assert_allclose(robust.scale[[0, 2]], [1.5, 1.0])  # IQRs
-    assert robust.scale[1] == 1.0  # constant channel: no division by ~0
+    assert robust.scale[1] == pytest.approx(1e-3 * 6.0)  # constant: 0.1 % of |centre| + 1
+    assert robust.floored == {"b": "epsilon"} and robust.clipped == {}
     z = ChannelScaler.fit([x], "zscore", ["a", "b", "c"])
     np.testing.assert_allclose(z.center, [2.5, 5.0, 2.0])
     np.testing.assert_allclose(z.scale[[0, 2]], [np.std([1, 2, 3, 4]), 1.0])
@@ -146,13 +286,25 @@ def test_robust_and_zscore_fit_values_and_nan_handling() -> None:
 def test_scaler_json_round_trip_and_errors(tmp_path: Path) -> None:
     x = np.random.default_rng(0).normal(size=(100, 3)) * [1, 10, 100]
     scaler = ChannelScaler.fit([x], "robust", ["a", "b", "c"])
+    scaler.excluded = {"label": "a label"}
     path = scaler.save(tmp_path / "s.json")
     saved = json.loads(path.read_text())
-    assert set(saved) == {"schema_version", "method", "center", "scale", "channel_names"}
+    old_keys = {"schema_version", "method", "center", "scale", "channel_names"}
+    new_keys = {"clip_z", "floored", "clipped_train_values", "excluded_columns"}
+    assert set(saved) == old_keys | new_keys
     loaded = ChannelScaler.load(path)
     assert loaded.method == "robust" and loaded.channels == ["a", "b", "c"]
     np.testing.assert_array_equal(loaded.center, scaler.center)
     np.testing.assert_array_equal(loaded.scale, scaler.scale)
+    assert loaded.excluded == {"label": "a label"} and loaded.clip is None
+    # a scaler saved before the 1.1 keys still loads, unbounded and without exclusions
+    (tmp_path / "old.json").write_text(json.dumps({k: saved[k] for k in old_keys}))
+    old = ChannelScaler.load(tmp_path / "old.json")
+    assert (old.clip, old.floored, old.clipped, old.excluded) == (None, {}, {}, {})
+    np.testing.assert_array_equal(old.transform(x[:5]), scaler.transform(x[:5]))
+    (tmp_path / "clip.json").write_text(json.dumps({**saved, "clip_z": -1}))
+    with pytest.raises(DataError, match="clip_z must be null or a number > 0"):
+        ChannelScaler.load(tmp_path / "clip.json")
     with pytest.raises(DataError, match="scaler file not found"):
         ChannelScaler.load(tmp_path / "missing.json")
     (tmp_path / "bad.json").write_text("{not json")
@@ -163,11 +315,60 @@ def test_scaler_json_round_trip_and_errors(tmp_path: Path) -> None:
         ChannelScaler.load(tmp_path / "short.json")
 
 
+def test_scale_is_floored_and_bounded_on_near_constant_heavy_tailed_channels() -> None:
+    """Real tags sit still with rare moves: IQR ~0 made |z| 1e4 (issue 12, class 4)."""
+    rng = np.random.default_rng(0)
+    normal = rng.normal(10.0, 2.0, 5000)
+    still = np.where(rng.random(5000) < 0.9, 5.0 + 1e-6 * rng.standard_normal(5000), 5.5)
+    tailed = rng.standard_t(1.5, 5000)  # heavy tails: its IQR is still the right scale
+    x = np.column_stack([normal, still, tailed])
+    channels = ["normal", "still", "tailed"]
+    scaler = ChannelScaler.fit([x], "robust", channels, clip=20.0)
+    assert scaler.floored == {"still": "std"}
+    assert scaler.scale[1] == pytest.approx(1.349 * np.std(still), rel=1e-6)
+    z = scaler.transform(x.astype(np.float32))
+    assert np.abs(z).max() <= 20.0
+    assert np.abs(z[:, 1]).max() < 5  # was (5.5 - 5) / IQR ~ 1e5
+    assert set(scaler.clipped) == {"tailed"} and scaler.clipped["tailed"] > 0
+    assert scaler.clipped["tailed"] == int((np.abs(z[:, 2]) == 20.0).sum())
+    # other channels' scaling does not change with the floored one beside them
+    alone = ChannelScaler.fit([x[:, [0, 2]]], "robust", ["normal", "tailed"], clip=20.0)
+    np.testing.assert_array_equal(alone.scale, scaler.scale[[0, 2]])
+    np.testing.assert_array_equal(alone.center, scaler.center[[0, 2]])
+    zscore = ChannelScaler.fit([x], "zscore", channels)
+    assert zscore.floored == {} and zscore.clip is None
+
+
+def test_training_floors_and_bounds_near_constant_tags_and_says_so(
+    root: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Issue 12, class 4 on files: the scaler JSON and the console name the channels."""
+    rng = np.random.default_rng(1)
+    for i in range(2):
+        frame = make_fdc_frame(300, 3, seed=i)
+        frame["valve"] = np.where(rng.random(300) < 0.95, 2.0, 2.0 + rng.uniform(1, 5, 300))
+        _csv(root / f"data/train/f{i}.csv", frame)
+    prepared = prepare_fdc_training(fdc_cfg(), "r", progress=True)
+    saved = json.loads((root / "artifacts/scaler_fdc.json").read_text())
+    assert saved["floored"] == {"valve": "std"} and saved["clip_z"] == 20.0
+    assert set(saved["clipped_train_values"]) <= {"valve"}
+    err = capsys.readouterr().err
+    assert "1 channel(s) with ~0 spread, scale floored (statistic used): valve (std)" in err
+    for arr in prepared.train.arrays:
+        assert np.abs(arr).max() <= 20.0
+    # the other channels are scaled exactly as without the valve beside them
+    raw = [read_fdc(root / f"data/train/f{i}.csv").values[:240, :3] for i in range(2)]
+    reference = ChannelScaler.fit(raw, "robust", ["ch_00", "ch_01", "ch_02"])
+    np.testing.assert_array_equal(prepared.scaler.scale[:3], reference.scale)
+
+
 def test_scaler_channel_check_reorders_or_names_the_difference() -> None:
     scaler = ChannelScaler("robust", np.zeros(3), np.ones(3), ["a", "b", "c"])
     assert scaler.check_channels(["c", "a", "b"], "f.csv") == [1, 2, 0]
     with pytest.raises(DataError, match=r"f\.csv: channel set differs .*missing c; extra d"):
         scaler.check_channels(["a", "b", "d"], "f.csv")
+    scaler.excluded = {"label": "a label"}  # columns training left out are no difference
+    assert scaler.check_channels(["label", "c", "a", "b"], "f.csv") == [2, 3, 1]
 
 
 # --------------------------------------------------------------------------- split / windows
