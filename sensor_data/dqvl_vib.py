@@ -1,10 +1,15 @@
 """Vibration DQVL: one keep/drop decision per file, with the measured reasons.
 
 Hard fails make a file useless for training or scoring (missing axis, unknown sampling
-rate, too many NaN/inf samples, a sampling rate we may not silently change, too short for
-one window, unusable timestamps, a dead axis).  Warnings describe data that is used but
-deserves an engineer's look (clipping, partly flat signal, unusual RMS level, a rate the
-configured resampling will fix).  Every statistic is computed column-wise in one pass.
+rate, too many NaN/inf samples, ragged CSV rows or float32 overflows, a sampling rate we
+may not silently change, timestamp gaps, too short for one window, unusable timestamps, a
+dead axis, a saturated axis, a dead file).  Warnings describe data that is used but
+deserves an engineer's look (some clipping, partly flat signal, unusual RMS level, a rate
+the configured resampling will fix, a few ragged rows, overflows or short gaps).  Every
+statistic is computed column-wise in one pass.
+
+The sampling rate is measured over the whole span (``vibration.Timing``); the median-step
+rate is reported beside it, because rounded stamps bias only that one.
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ import numpy as np
 from core.config import VibDqvlConfig
 from sensor_data.dqvl_report import DqvlReport
 from sensor_data.timestamps import timestamps_seconds
-from sensor_data.vibration import AXES, VibTable
+from sensor_data.vibration import AXES, VibTable, measure_timing
 
 STREAM = "swinmae"
 # Backwards, duplicated or unparsable timestamp steps tolerated before the file is dropped
@@ -37,13 +42,14 @@ def _num(value: float | None) -> float | None:
 
 
 def axis_stats(values: np.ndarray) -> dict[str, np.ndarray]:
-    """Per-axis non-finite ratio, mean-removed RMS, clip ratio and flat ratio.
+    """Per-axis non-finite ratio, mean-removed RMS, clip ratio, flat ratio and range.
 
     RMS is taken after removing each axis' mean (the usual overall vibration level; a DC
     offset such as gravity on one axis would otherwise dominate).  The clip ratio counts
     samples sitting exactly at the axis' min or max value: a saturated sensor leaves
     plateaus there, a healthy signal touches each extreme about once.  The flat ratio is
-    the share of consecutive samples that do not change (1.0 for a dead axis).
+    the share of consecutive samples that do not change (1.0 for a dead axis).  The range
+    is max - min of the finite samples (NaN for an axis without any).
     """
     finite = np.isfinite(values)
     n = values.shape[0]
@@ -65,12 +71,58 @@ def axis_stats(values: np.ndarray) -> dict[str, np.ndarray]:
         "rms": np.where(n_finite > 0, rms, np.nan),
         "clip_ratio": clip,
         "flat_ratio": flat,
+        "range": np.where(n_finite > 0, vmax - vmin, np.nan),
+        "level": np.where(n_finite > 0, vmax, np.nan),
     }
 
 
-def _check_timestamps(table: VibTable, rep: DqvlReport) -> None:
+def dead_file_reason(stats: dict[str, np.ndarray]) -> str | None:
+    """Why a file carries no signal at all (every axis constant or empty), None if it does.
+
+    Such a file (a dead logger, an unplugged sensor) is never usable, DQVL on or off.
+    """
+    if (stats["range"] > 0).any():
+        return None
+    levels = ", ".join(
+        f"{a}={v:.6g}" if np.isfinite(v) else f"{a}=empty"
+        for a, v in zip(AXES, stats["level"], strict=True)
+    )
+    return f"every axis is constant ({levels}): dead logger or disconnected sensor"
+
+
+def _check_gaps(table: VibTable, rules: VibDqvlConfig, rep: DqvlReport) -> None:
+    """Whole-span and median-step rates, and the recorded time that no sample covers."""
+    timing = measure_timing(table.timestamps)
+    if timing is None or timing.fs is None:
+        return
+    ratio = timing.gap_s / timing.duration_s if timing.duration_s > 0 else 0.0
+    rep.metrics.update(
+        {
+            "observed_fs_median_step": _num(timing.fs_median_step),
+            "gap_s": _num(timing.gap_s),
+            "gap_ratio": _num(ratio),
+        }
+    )
+    if timing.gap_s == 0:
+        return
+    msg = (
+        f"{timing.gap_s:.4g} s of the {timing.duration_s:.4g} s recording ({ratio:.2%}) "
+        f"have no samples"
+    )
+    if ratio > rules.max_gap_ratio:
+        rep.fail(
+            "gaps",
+            f"{msg} (max {rules.max_gap_ratio:.2%}); windows across a gap would join "
+            "separate stretches of signal",
+        )
+    else:
+        rep.warn("gaps", msg)
+
+
+def _check_timestamps(table: VibTable, rules: VibDqvlConfig, rep: DqvlReport) -> None:
     if table.timestamps is None:
         return
+    _check_gaps(table, rules, rep)
     secs = timestamps_seconds(table.timestamps)
     steps = np.diff(secs)
     bad = (~np.isfinite(steps)) | (steps <= 0)
@@ -122,11 +174,13 @@ def _check_axes(
     for i in present:
         axis = AXES[i]
         clip, flat, rms = stats["clip_ratio"][i], stats["flat_ratio"][i], stats["rms"][i]
-        if clip > rules.warn_clip_ratio:
-            rep.warn(
-                "clipping",
-                f"axis {axis}: {clip:.2%} of samples sit at the min/max value (saturation?)",
+        clipped = f"axis {axis}: {clip:.2%} of samples sit at the min/max value"
+        if clip > rules.max_clip_ratio:
+            rep.fail(
+                "clipping", f"{clipped} (max {rules.max_clip_ratio:.2%}): the sensor saturated"
             )
+        elif clip > rules.warn_clip_ratio:
+            rep.warn("clipping", f"{clipped} (saturation?)")
         if flat > rules.max_flat_ratio:
             rep.fail(
                 "flat_line", f"axis {axis}: {flat:.1%} of samples do not change (dead sensor?)"
@@ -140,6 +194,50 @@ def _check_axes(
                 "rms_range",
                 f"axis {axis}: RMS {rms:.4g} outside [{rules.rms_min}, {rules.rms_max}]",
             )
+
+
+def _fault(rep: DqvlReport, rule: str, share: float, limit: float, message: str) -> None:
+    """A parse fault: its samples are missing; a hard fail above its limit, else a warning."""
+    if share > limit:
+        rep.fail(rule, f"{message}; {share:.2%} of samples (max {limit:.2%})")
+    else:
+        rep.warn(rule, f"{message}; treated as missing samples")
+
+
+def _check_parse_faults(
+    table: VibTable, n_present: int, rules: VibDqvlConfig, rep: DqvlReport
+) -> float:
+    """Ragged CSV rows and float32 overflows (the reader set them to NaN), each by name.
+
+    Returns the share of present samples they account for, so ``nan_ratio`` counts only
+    the NaN/inf written in the file.
+    """
+    n = max(int(table.values.shape[0]), 1)
+    ragged = table.ragged
+    rep.metrics["ragged_rows"] = ragged.count if ragged else 0
+    rep.metrics["overflow_values"] = {a: o.count for a, o in table.overflow.items()}
+    share = 0.0
+    if ragged is not None:
+        share += ragged.count / n
+        _fault(
+            rep,
+            "ragged_rows",
+            ragged.count / n,
+            rules.max_ragged_ratio,
+            f"{ragged.count} rows do not match the header, first data row "
+            f"{ragged.first_row + 1} ({ragged.detail})",
+        )
+    for axis, issue in table.overflow.items():
+        share += issue.count / n / max(n_present, 1)
+        _fault(
+            rep,
+            "overflow",
+            issue.count / n,
+            rules.max_nan_ratio,
+            f"axis {axis}: {issue.count} values overflow float32 (beyond "
+            f"±{np.finfo(np.float32).max:.3g}), first in data row {issue.first_row + 1}",
+        )
+    return share
 
 
 def needs_resample(
@@ -163,18 +261,24 @@ def check_vibration(
     n = int(table.values.shape[0])
     for axis in table.missing_axes:
         rep.fail("missing_axis", f"no column for axis '{axis}' (expected '{axis}' or data.axes)")
-    _check_timestamps(table, rep)
+    _check_timestamps(table, rules, rep)
     _check_fs(table, rules, fs, resample_enabled, rep)
 
     present = [i for i, a in enumerate(AXES) if a not in table.missing_axes]
     stats = axis_stats(table.values)
-    nan_ratio = float(stats["nonfinite"][present].mean()) if present else 1.0
+    faults = _check_parse_faults(table, len(present), rules, rep)
+    nonfinite = float(stats["nonfinite"][present].mean()) if present else 1.0
+    nan_ratio = max(nonfinite - faults, 0.0)  # NaN/inf as written, not the reader's NaNs
     if nan_ratio > rules.max_nan_ratio:
         rep.fail(
             "nan_ratio",
             f"{nan_ratio:.2%} of samples are NaN or infinite (max {rules.max_nan_ratio:.2%})",
         )
-    _check_axes(stats, present, rules, rep)
+    dead = dead_file_reason(stats)
+    if dead is not None:
+        rep.fail("dead_file", dead)
+    else:
+        _check_axes(stats, present, rules, rep)
 
     n_after = n
     if needs_resample(table.observed_fs, fs, rules.fs_tolerance, resample_enabled):

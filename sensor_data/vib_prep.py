@@ -2,7 +2,9 @@
 
 Order per file (PRODUCT.md 4.3): read, DQVL, deterministic resampling to ``data.fs`` when
 enabled and needed, split by time (train first, validation after), window inside each
-part only, so no window crosses a file or the split.  Scalograms are computed once per
+part only, so no window crosses a file or the split.  Files are named by
+``sensor_data.files.file_ids`` (the FDC rule), so two ``x.csv`` in different folders
+never share windows, decisions or a DQVL report.  Scalograms are computed once per
 window (cached on disk by ``dsp.scalogram_cache``) and held as one array; training
 epochs only index it.
 
@@ -15,7 +17,9 @@ median, because a polyphase filter would smear one NaN over its whole filter len
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import math
+import sys
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -30,13 +34,28 @@ from core.errors import DataError
 from core.paths import display_path, resolve_path
 from dsp.cwt import CwtSpec, frequencies
 from dsp.scalogram_cache import compute_scalograms
-from sensor_data.dqvl_report import DqvlReport, skipped_report, write_reports
-from sensor_data.dqvl_vib import STREAM, check_vibration, needs_resample, read_error_report
-from sensor_data.files import list_data_files
+from sensor_data.dqvl_report import (
+    DqvlReport,
+    drop_reasons,
+    log_drop,
+    skipped_report,
+    write_reports,
+)
+from sensor_data.dqvl_vib import (
+    STREAM,
+    axis_stats,
+    check_vibration,
+    dead_file_reason,
+    needs_resample,
+    read_error_report,
+)
+from sensor_data.files import file_ids, list_data_files
 from sensor_data.synthetic_vib import make_vibration
 from sensor_data.timestamps import NAT, sample_times
 from sensor_data.vibration import SUFFIXES, VibTable, read_vibration
 from sensor_data.windows import split_index, window_starts
+
+Source = Path | VibTable
 
 if TYPE_CHECKING:  # the config class lives with its stream, a layer above
     from streams.swinmae import SwinMAEConfig
@@ -97,6 +116,14 @@ def list_vibration_files(patterns: str | list[str]) -> list[Path]:
     return list_data_files(patterns, SUFFIXES, "vibration")
 
 
+def named_sources(sources: Iterable[Source]) -> list[tuple[str, Source]]:
+    """(file id, source) pairs: paths by ``file_ids``, tables keep their own id."""
+    sources = list(sources)
+    paths = [Path(s) for s in sources if not isinstance(s, VibTable)]
+    ids = iter(file_ids(paths))
+    return [(s.file_id if isinstance(s, VibTable) else next(ids), s) for s in sources]
+
+
 def synthetic_tables(cfg: SwinMAEConfig) -> list[VibTable]:
     """Normal synthetic machines from ``data.synthetic`` (ids ``synthetic_000``...)."""
     syn = cfg.data.synthetic
@@ -154,20 +181,32 @@ class _Usable:
     first_stamp: np.datetime64  # NaT without usable timestamps
 
 
-def _load_checked(source: Path | VibTable, cfg: SwinMAEConfig) -> tuple[_Usable | None, DqvlReport]:
+def _unchecked_report(table: VibTable) -> DqvlReport:
+    """``skipped`` with DQVL disabled, but a dead file (no signal at all) is still dropped."""
+    rep = skipped_report(table.file_id, STREAM)
+    dead = dead_file_reason(axis_stats(table.values))
+    if dead is not None:
+        rep.skipped_reason = None
+        rep.fail("dead_file", dead)
+    return rep
+
+
+def _load_checked(
+    file_id: str, source: Source, cfg: SwinMAEConfig
+) -> tuple[_Usable | None, DqvlReport]:
     """The file at the configured fs (None when it is dropped) and its DQVL report."""
     if isinstance(source, VibTable):
         table = source
     else:
         try:
-            table = read_vibration(source, cfg.data.axes, cfg.data.timestamp_col)
+            table = read_vibration(source, cfg.data.axes, cfg.data.timestamp_col, file_id)
         except DataError as exc:
-            return None, read_error_report(Path(source).name, str(exc))
+            return None, read_error_report(file_id, str(exc))
     if cfg.dqvl.enabled:
         win, _ = window_geometry(cfg)
         rep = check_vibration(table, cfg.dqvl, cfg.data.fs, win, cfg.data.resample.enabled)
     else:
-        rep = skipped_report(table.file_id, STREAM)
+        rep = _unchecked_report(table)
     if not rep.usable:
         return None, rep
     first = NAT if table.timestamps is None else table.timestamps[0]
@@ -219,12 +258,25 @@ class _Collector:
         )
 
 
+def _no_validation_warning(cfg: SwinMAEConfig, lengths: Sequence[int], win: int) -> str:
+    """What to change when no kept file's validation part holds one window."""
+    longest = max(lengths)
+    needed = math.ceil(win / longest * 100) / 100
+    return (
+        f"warning: no vibration validation window: the last {cfg.data.val_fraction:.0%} "
+        f"(data.val_fraction) of every kept file is shorter than one window of {win} "
+        f"samples (data.win_sec={cfg.data.win_sec}), so val_loss will be nan and the best "
+        f"checkpoint follows the training loss; set data.val_fraction to at least "
+        f"{needed:.2f} (longest kept file: {longest} samples) or use longer files"
+    )
+
+
 # --------------------------------------------------------------------------- entry points
 def prepare_vibration_training(
     cfg: SwinMAEConfig, run_id: str, device: torch.device, progress: bool = True
 ) -> VibPrepared:
     """Train/validation scalogram datasets from ``cfg.data`` plus the DQVL reports."""
-    sources: Iterable[Path | VibTable]
+    sources: Iterable[Source]
     if cfg.data.source == "files":
         sources = list_vibration_files(cfg.data.path)
     else:
@@ -233,14 +285,17 @@ def prepare_vibration_training(
     win, stride = window_geometry(cfg)
     reports: list[DqvlReport] = []
     kept: list[str] = []
+    lengths: list[int] = []
     train, val = _Collector(win, cfg.data.fs), _Collector(win, cfg.data.fs)
-    for source in sources:
-        usable, rep = _load_checked(source, cfg)
+    for file_id, source in named_sources(sources):
+        usable, rep = _load_checked(file_id, source, cfg)
         reports.append(rep)
+        log_drop(rep, progress)
         if usable is None:
             continue
         values = usable.values
         n = len(values)
+        lengths.append(n)
         split = split_index(n, cfg.data.val_fraction)
         tr = window_starts(0, split, win, stride)
         va = window_starts(split, n, win, stride)
@@ -253,30 +308,41 @@ def prepare_vibration_training(
             kept.append(usable.file_id)
     summary = write_reports(reports, resolve_path(cfg.dqvl.report_dir), run_id)
     if not any(r.usable for r in reports):
-        raise DataError(f"every vibration file was dropped by DQVL; see {display_path(summary)}")
+        raise DataError(
+            f"every vibration file was dropped by DQVL: {drop_reasons(reports)}; "
+            f"see {display_path(summary)}"
+        )
     train_ds = train.dataset(cfg.image.size)
     if len(train_ds) == 0:
         raise DataError(
             f"no training window of {win} samples in the kept vibration files "
             f"(data.win_sec={cfg.data.win_sec}); see {display_path(summary)}"
         )
-    return VibPrepared(train_ds, val.dataset(cfg.image.size), reports, summary, kept, spec)
+    val_ds = val.dataset(cfg.image.size)
+    if len(val_ds) == 0:
+        print(_no_validation_warning(cfg, lengths, win), file=sys.stderr)
+    return VibPrepared(train_ds, val_ds, reports, summary, kept, spec)
 
 
 def prepare_vibration_scoring(
-    paths: Iterable[Path | VibTable],
+    paths: Iterable[Source],
     cfg: SwinMAEConfig,
     device: torch.device,
     progress: bool = False,
 ) -> tuple[ScalogramDataset, list[DqvlReport]]:
-    """Windows over each whole file (no split) for scoring; reports are not written here."""
+    """Windows over each whole file (no split) for scoring; reports are not written here.
+
+    A dropped file (unreadable, or a DQVL hard fail such as ``clipping``) gives no window;
+    its report carries the reason, which scoring lists among the dropped files.
+    """
     spec = CwtSpec.from_config(cfg)
     win, stride = window_geometry(cfg)
     reports: list[DqvlReport] = []
     out = _Collector(win, cfg.data.fs)
-    for source in paths:
-        usable, rep = _load_checked(source, cfg)
+    for file_id, source in named_sources(paths):
+        usable, rep = _load_checked(file_id, source, cfg)
         reports.append(rep)
+        log_drop(rep, progress)
         if usable is None:
             continue
         values = usable.values

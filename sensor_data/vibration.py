@@ -5,12 +5,17 @@ data is DQVL's job, so a missing axis or broken timestamps are *recorded*, not r
 Only a file that cannot be read at all raises :class:`DataError` (one line: file and
 problem), which the caller turns into a ``read_error`` DQVL report.
 
+Two parse faults are recorded rather than passed on as numbers: a CSV row whose field
+count differs from the header (its values cannot be placed in columns, so the whole row
+becomes NaN) and a value beyond the float32 range (NaN, not a silent inf).
+
 Memory: CSV/Parquet are read once with only the axis and timestamp columns, axes parsed
 straight to float32; NPY is memory-mapped and cast to float32 once.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,13 +24,42 @@ import pandas as pd
 
 from core.errors import DataError
 from core.paths import display_path
-from sensor_data.files import sniff_utf8_text
+from sensor_data.files import csv_rows, sniff_utf8_text
 from sensor_data.timestamps import find_timestamp_col, parse_timestamps, timestamps_seconds
 
 AXES: tuple[str, str, str] = ("x", "y", "z")
 SUFFIXES: tuple[str, ...] = (".csv", ".parquet", ".npy")
 _NPY_MAGIC = b"\x93NUMPY"
 _PICKLE_PROTO = b"\x80"  # first byte of a pickle (protocol 2 or later)
+# A step longer than this many median steps is a gap, not jitter or stamp rounding.
+GAP_FACTOR = 1.5
+
+
+@dataclass(frozen=True)
+class RowIssue:
+    """Rows (or one axis' samples) the reader set to NaN instead of trusting them."""
+
+    count: int
+    first_row: int  # 0-based data row
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class Timing:
+    """Sampling measured from timestamps.
+
+    ``fs`` is the whole-span rate: the regular steps (positive, at most ``GAP_FACTOR``
+    median steps) over the time they cover, i.e. ``(n - 1) / duration`` for a file without
+    gaps.  Stamps rounded to a coarse unit (64 Hz stamped in whole ms: steps of 15 and 16
+    ms) keep it exact, while ``1 / median step`` reads 62.5 Hz; that one is reported too.
+    ``gap_s`` is the recorded time no sample covers at ``fs`` (under half a step is
+    rounding, reported as 0).
+    """
+
+    fs: float | None
+    fs_median_step: float | None
+    gap_s: float
+    duration_s: float
 
 
 @dataclass
@@ -35,29 +69,73 @@ class VibTable:
     file_id: str
     values: np.ndarray  # (T, 3) float32, NaN where missing (a whole column for a missing axis)
     timestamps: np.ndarray | None = None  # datetime64[ns], NaT where a stamp did not parse
-    observed_fs: float | None = None  # 1 / median timestamp step, None if not measurable
+    observed_fs: float | None = None  # whole-span rate (Timing.fs), None if not measurable
     missing_axes: list[str] = field(default_factory=list)
     source_columns: dict[str, str] = field(default_factory=dict)  # axis/"timestamp" -> column
+    ragged: RowIssue | None = None  # CSV rows with the wrong number of fields (now NaN)
+    overflow: dict[str, RowIssue] = field(default_factory=dict)  # axis -> beyond float32
+
+
+def measure_timing(timestamps: np.ndarray | None) -> Timing | None:
+    """Rates and gaps from the stamps; None without two valid stamps."""
+    if timestamps is None or len(timestamps) < 2:
+        return None
+    secs = timestamps_seconds(timestamps)
+    valid = np.flatnonzero(np.isfinite(secs))
+    if valid.size < 2:
+        return None
+    duration = float(secs[valid[-1]] - secs[valid[0]])
+    steps = np.diff(secs)
+    steps = steps[np.isfinite(steps)]
+    median = float(np.median(steps)) if steps.size else 0.0
+    if median <= 0:  # no two neighbouring stamps, or they mostly do not increase
+        return Timing(None, None, 0.0, duration)
+    regular = steps[(steps > 0) & (steps <= GAP_FACTOR * median)]
+    nominal = float(regular.mean())
+    missed = duration - (valid[-1] - valid[0]) * nominal
+    gap = missed if missed >= 0.5 * nominal else 0.0
+    return Timing(1.0 / nominal, 1.0 / median, gap, duration)
 
 
 def measure_fs(timestamps: np.ndarray | None) -> float | None:
-    """Observed sampling rate: 1 / median step; None when no positive step can be measured."""
-    if timestamps is None or len(timestamps) < 2:
-        return None
-    steps = np.diff(timestamps_seconds(timestamps))
-    steps = steps[np.isfinite(steps)]
-    if steps.size == 0:
-        return None
-    median = float(np.median(steps))
-    return 1.0 / median if median > 0 else None
+    """Observed sampling rate over the whole span (:class:`Timing`); None if not measurable."""
+    timing = measure_timing(timestamps)
+    return None if timing is None else timing.fs
+
+
+def _find_overflow(
+    values: np.ndarray, raw_axis: Callable[[int], np.ndarray]
+) -> dict[str, RowIssue]:
+    """Per axis, samples that became inf only by the cast to float32; they are set to NaN.
+
+    ``raw_axis(i)`` is axis ``i`` at its stored precision, the only place where a finite
+    value is told apart from an ``inf`` written in the file; it is fetched only for an axis
+    that holds an inf.
+    """
+    found = {}
+    for i, axis in enumerate(AXES):
+        if not np.isinf(values[:, i]).any():
+            continue
+        rows = np.flatnonzero(np.isinf(values[:, i]) & np.isfinite(raw_axis(i)))
+        if rows.size:
+            values[rows, i] = np.nan
+            found[axis] = RowIssue(int(rows.size), int(rows[0]))
+    return found
 
 
 def read_vibration(
-    path: Path, axes: dict[str, str] | None = None, timestamp_col: str | None = None
+    path: Path,
+    axes: dict[str, str] | None = None,
+    timestamp_col: str | None = None,
+    file_id: str | None = None,
 ) -> VibTable:
-    """Read one vibration file (``.csv``, ``.parquet`` or ``.npy``) as a :class:`VibTable`."""
+    """Read one vibration file (``.csv``, ``.parquet`` or ``.npy``) as a :class:`VibTable`.
+
+    ``file_id`` defaults to the file name (see ``sensor_data.files.file_ids``).
+    """
     path = Path(path)
     shown = display_path(path)
+    file_id = path.name if file_id is None else file_id
     if not path.is_file():
         raise DataError(f"{shown}: file not found")
     suffix = path.suffix.lower()
@@ -68,12 +146,12 @@ def read_vibration(
     if path.stat().st_size == 0:
         raise DataError(f"{shown}: empty file")
     if suffix == ".npy":
-        return _read_npy(path, shown)
-    return _read_columns(path, shown, suffix, axes or {}, timestamp_col)
+        return _read_npy(path, shown, file_id)
+    return _read_columns(path, shown, suffix, axes or {}, timestamp_col, file_id)
 
 
 # --------------------------------------------------------------------------- NPY
-def _read_npy(path: Path, shown: str) -> VibTable:
+def _read_npy(path: Path, shown: str, file_id: str) -> VibTable:
     with path.open("rb") as fh:
         magic = fh.read(len(_NPY_MAGIC))
     if magic.startswith(_PICKLE_PROTO):
@@ -98,9 +176,13 @@ def _read_npy(path: Path, shown: str) -> VibTable:
         raise DataError(f"{shown}: expected shape (T, 3) for x, y, z, got {arr.shape}")
     if arr.shape[0] == 0:
         raise DataError(f"{shown}: empty array, shape {arr.shape}")
-    values = np.array(arr, dtype=np.float32)  # one copy out of the memory map
+    with np.errstate(over="ignore"):  # overflow is recorded below, not warned about
+        values = np.array(arr, dtype=np.float32)  # one copy out of the memory map
     return VibTable(
-        path.name, values, source_columns={a: f"column {i}" for i, a in enumerate(AXES)}
+        file_id,
+        values,
+        source_columns={a: f"column {i}" for i, a in enumerate(AXES)},
+        overflow=_find_overflow(values, lambda i: np.asarray(arr[:, i])),
     )
 
 
@@ -108,7 +190,7 @@ def _read_npy(path: Path, shown: str) -> VibTable:
 def _csv_header(path: Path, shown: str) -> list[str]:
     sniff_utf8_text(path, shown)
     try:
-        header = pd.read_csv(path, nrows=0, encoding="utf-8-sig")
+        header = pd.read_csv(path, nrows=0, index_col=False, encoding="utf-8-sig")
     except UnicodeDecodeError:
         raise DataError(f"{shown}: not UTF-8 text (wrong encoding?)") from None
     except pd.errors.EmptyDataError:
@@ -173,19 +255,23 @@ def _read_frame(
         except Exception as exc:  # pyarrow raises several unrelated types for a bad file
             raise DataError(f"{shown}: cannot read Parquet ({exc.__class__.__name__})") from None
     try:
-        return pd.read_csv(
-            path,
-            usecols=usecols,
-            dtype=dict.fromkeys(axis_cols, np.float32),
-            encoding="utf-8-sig",
-        )
+        with np.errstate(over="ignore"):  # overflow is recorded by the caller
+            return pd.read_csv(
+                path,
+                usecols=usecols,
+                dtype=dict.fromkeys(axis_cols, np.float32),
+                index_col=False,  # a trailing comma must never shift the columns
+                encoding="utf-8-sig",
+            )
     except UnicodeDecodeError:
         raise DataError(f"{shown}: not UTF-8 text (wrong encoding?)") from None
     except pd.errors.ParserError as exc:
         raise DataError(f"{shown}: malformed CSV ({exc})") from None
     except ValueError:
         # Error path only: re-read as text to name the offending column and row.
-        text = pd.read_csv(path, usecols=axis_cols, dtype=str, encoding="utf-8-sig")
+        text = pd.read_csv(
+            path, usecols=axis_cols, dtype=str, index_col=False, encoding="utf-8-sig"
+        )
         found = _first_non_numeric(text, axis_cols)
         if found is None:
             raise
@@ -206,12 +292,43 @@ def _axis_values(frame: pd.DataFrame, shown: str, axis_cols: dict[str, str]) -> 
             found = _first_non_numeric(frame, [col])
             detail = f"value {found[2]!r} in data row {found[1] + 1}" if found else series.dtype
             raise DataError(f"{shown}: column '{col}' is not numeric ({detail})")
-        values[:, i] = series.to_numpy(dtype=np.float32, na_value=np.nan)
+        with np.errstate(over="ignore"):  # overflow is recorded by the caller
+            values[:, i] = series.to_numpy(dtype=np.float32, na_value=np.nan)
     return values
 
 
+def _mark_ragged(path: Path, shown: str, values: np.ndarray) -> RowIssue | None:
+    """Set CSV rows whose field count differs from the header to NaN (values unplaceable)."""
+    rows = csv_rows(path, shown)
+    if rows.n_rows != len(values):
+        raise DataError(
+            f"{shown}: {rows.n_rows} data lines but {len(values)} rows parsed "
+            "(a line break inside quotes, or '\\r'-only line endings?)"
+        )
+    if rows.ragged.size == 0:
+        return None
+    values[rows.ragged] = np.nan
+    detail = f"{rows.ragged_fields[0]} fields where the header has {rows.n_fields}"
+    return RowIssue(int(rows.ragged.size), int(rows.ragged[0]), detail)
+
+
+def _stored_axis(path: Path, suffix: str, frame: pd.DataFrame, col: str) -> np.ndarray:
+    """One axis column at its stored precision: Parquet keeps it, CSV is parsed again."""
+    if suffix == ".parquet":
+        return frame[col].to_numpy(dtype=np.float64, na_value=np.nan)
+    text = pd.read_csv(
+        path, usecols=[col], dtype={col: np.float64}, index_col=False, encoding="utf-8-sig"
+    )
+    return text[col].to_numpy()
+
+
 def _read_columns(
-    path: Path, shown: str, suffix: str, axes: dict[str, str], timestamp_col: str | None
+    path: Path,
+    shown: str,
+    suffix: str,
+    axes: dict[str, str],
+    timestamp_col: str | None,
+    file_id: str,
 ) -> VibTable:
     columns = _csv_header(path, shown) if suffix == ".csv" else _parquet_header(path, shown)
     axis_cols, ts_col = _select_columns(columns, shown, axes, timestamp_col)
@@ -224,15 +341,21 @@ def _read_columns(
     if frame.empty:
         raise DataError(f"{shown}: header only, no data rows")
     values = _axis_values(frame, shown, axis_cols)
+    ragged = _mark_ragged(path, shown, values) if suffix == ".csv" else None
+    overflow = _find_overflow(
+        values, lambda i: _stored_axis(path, suffix, frame, axis_cols[AXES[i]])
+    )
     timestamps = parse_timestamps(frame[ts_col]) if ts_col else None
     sources = dict(axis_cols)
     if ts_col:
         sources["timestamp"] = ts_col
     return VibTable(
-        file_id=path.name,
+        file_id=file_id,
         values=values,
         timestamps=timestamps,
         observed_fs=measure_fs(timestamps),
         missing_axes=[a for a in AXES if a not in axis_cols],
         source_columns=sources,
+        ragged=ragged,
+        overflow=overflow,
     )

@@ -141,6 +141,10 @@ def test_clipping_warning():
     assert _rules(rep)[1] == {"clipping"}
     assert rep.metrics["clip_ratio"]["x"] == pytest.approx(0.04, abs=0.002)
     assert rep.metrics["clip_ratio"]["y"] < 0.01
+    lo, hi = np.quantile(values[:, 0], [0.05, 0.95])
+    clipped[:, 0] = np.clip(values[:, 0], lo, hi)  # ~10 % on the rails: saturated
+    assert _rules(_check(_table(clipped)))[0] == {"clipping"}
+    assert _check(_table(clipped), VibDqvlConfig(max_clip_ratio=0.2)).decision == "keep"
 
 
 def test_rms_range_warning_only_when_configured():
@@ -163,6 +167,24 @@ def test_broken_timestamps_fail():
     few_dupes.timestamps[10] = few_dupes.timestamps[9]  # one duplicated stamp: a warning
     rep = _check(few_dupes)
     assert rep.decision == "keep" and "timestamps" in _rules(rep)[1]
+    assert rep.metrics["gap_s"] == 0.0  # the long step after a duplicate is no gap
+
+
+def _gapped(stamps: np.ndarray) -> VibTable:
+    return VibTable("f.csv", _signal(), timestamps=stamps, observed_fs=measure_fs(stamps))
+
+
+def test_short_gap_warns_long_gap_fails_and_rate_ignores_both():
+    stamps = np.arange(3000) / FS
+    stamps[1500:] += 0.01  # 10 samples missing in 3 s: 0.33 %
+    rep = _check(_gapped(stamps))
+    assert rep.decision == "keep" and _rules(rep)[1] == {"gaps"}
+    assert rep.metrics["gap_s"] == pytest.approx(0.01)
+    stamps[2000:] += 0.5
+    rep = _check(_gapped(stamps))
+    assert _rules(rep)[0] == {"gaps"}
+    assert rep.metrics["observed_fs"] == pytest.approx(FS)  # a gap is not a rate error
+    assert rep.metrics["gap_ratio"] == pytest.approx(0.51 / 3.509, rel=1e-3)
 
 
 def test_observed_fs_from_numeric_and_datetime_timestamps(tmp_path):
