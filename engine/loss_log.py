@@ -31,7 +31,23 @@ def read_history_csv(path: Path) -> list[dict[str, float]]:
     ]
 
 
-def plot_loss_curve(history: list[dict[str, Any]], path: Path, title: str) -> Path:
+def loss_trend_warning(history: list[dict[str, Any]]) -> str | None:
+    """One loud line when training ended without its loss falling (the last finite train
+    loss is not below the first), e.g. scaling blown up by a near-constant tag."""
+    rows = [r for r in history if r.get("train_loss") is not None
+            and math.isfinite(r["train_loss"])]
+    if len(rows) < 2 or rows[-1]["train_loss"] < rows[0]["train_loss"]:
+        return None
+    first, last = rows[0], rows[-1]
+    return (f"training loss did not fall: {first['train_loss']:.4g} at epoch {first['epoch']} "
+            f"-> {last['train_loss']:.4g} at epoch {last['epoch']}; check the DQVL report and "
+            "the scaler (floored or clipped channels) or lower training.lr")
+
+
+def plot_loss_curve(
+    history: list[dict[str, Any]], path: Path, title: str, warning: str | None = None
+) -> Path:
+    """The loss curve; ``warning`` (see :func:`loss_trend_warning`) is printed on it in red."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -46,6 +62,10 @@ def plot_loss_curve(history: list[dict[str, Any]], path: Path, title: str) -> Pa
     ax.set_xlabel("epoch")
     ax.set_ylabel("masked reconstruction MSE")
     ax.set_title(title)
+    if warning:
+        ax.set_title(f"{title}: LOSS NOT FALLING", color="red")
+        ax.text(0.5, 0.02, warning.split(";")[0], transform=ax.transAxes, ha="center",
+                va="bottom", color="red", fontsize=8)
     if history and min(r["train_loss"] for r in history) > 0:
         ax.set_yscale("log")
     ax.grid(True, which="both", alpha=0.3)

@@ -36,7 +36,7 @@ from engine.checkpoint import (
     package_versions,
     restore_rng,
 )
-from engine.loss_log import plot_loss_curve, write_history_csv
+from engine.loss_log import loss_trend_warning, plot_loss_curve, write_history_csv
 from streams.base import TrainingSetup, model_args_differences
 
 ProgressHook = Callable[[dict[str, Any]], None]
@@ -52,6 +52,7 @@ class FitResult:
     paths: RunLayout
     best_val_loss: float
     run_id: str
+    warning: str | None = None  # e.g. the loss did not fall (engine.loss_log)
 
 
 @dataclass
@@ -137,6 +138,10 @@ class _Trainer:
             dd.barrier(self.info)
         if len(setup.train_set) == 0:
             raise UserError(f"{self.cfg.stream}: no training windows after data preparation")
+        if len(setup.val_set) == 0:
+            self._log("WARNING: no validation windows (data.val_fraction leaves none): "
+                      "val_loss is reported as nan and the best checkpoint follows the "
+                      "training loss; raise data.val_fraction or add data")
         return setup
 
     def _loader(self, dataset: Dataset, shuffle: bool) -> DataLoader:
@@ -251,9 +256,13 @@ class _Trainer:
         finally:
             if writer is not None:
                 writer.close()
+        warning = loss_trend_warning(self.state.history)
         if self.state.epoch >= cfg.training.epochs and self.info.is_main and self.state.history:
-            self._write_loss_artifacts()
-        return FitResult(self.state.history, self.paths, self.state.best_val_loss, self.run_id)
+            self._write_loss_artifacts(warning)
+            if warning:
+                self._log(f"WARNING: {warning}")
+        return FitResult(self.state.history, self.paths, self.state.best_val_loss, self.run_id,
+                         warning)
 
     def _epoch(self, epoch, train_model, model, train_loader, val_loader, steps,
                optimizer, scheduler, scaler) -> dict[str, Any]:
@@ -409,8 +418,7 @@ class _Trainer:
             atomic_torch_save(ckpt, self.paths.best)
         self._write_loss_artifacts()
 
-    def _write_loss_artifacts(self) -> None:
+    def _write_loss_artifacts(self, warning: str | None = None) -> None:
         write_history_csv(self.state.history, self.paths.history_csv)
-        plot_loss_curve(
-            self.state.history, self.paths.curve_png, title=f"{self.cfg.stream} SSL loss"
-        )
+        plot_loss_curve(self.state.history, self.paths.curve_png,
+                        title=f"{self.cfg.stream} SSL loss", warning=warning)

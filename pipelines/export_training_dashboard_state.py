@@ -44,6 +44,7 @@ from core.layout import (
 )
 from core.paths import EXTERNAL_PREFIX, REPO_ROOT, repo_rel, resolve_path
 from core.status import NODE_IDS, check_run_id, new_run_id, read_status
+from engine.loss_log import loss_trend_warning, read_history_csv
 from pipelines.validate_training_outputs import config_highlights, latest_bundle, run_checklist
 
 SCHEMA_VERSION = "1.0"
@@ -112,8 +113,6 @@ def _finite(value: Any) -> Any:
 
 def read_loss(path: Path) -> list[dict[str, Any]]:
     """Loss history rows (``epoch`` int, the rest float or None); [] when absent or bad."""
-    from engine.loss_log import read_history_csv
-
     if not path.is_file():
         return []
     try:
@@ -214,6 +213,8 @@ def infer_nodes(
         if ckpts[s].is_file():
             last = final_loss(loss[s])
             shown = f", final loss {last:.4g}" if last is not None else ""
+            warning = loss_trend_warning(loss[s])
+            shown += f"; WARNING: {warning}" if warning else ""
             nodes[f"{s}_training"] = _node(
                 "done", f"{len(loss[s])} epoch(s){shown}", _mtime_iso(ckpts[s]))
         else:

@@ -191,6 +191,19 @@ def test_training_view_shows_graph_checklist_and_losses(browser: Browser, tmp_pa
         shots(page, "training_view")
 
 
+def test_a_loss_that_does_not_fall_is_flagged(browser: Browser, tmp_path: Path) -> None:
+    root = populate(tmp_path)
+    state_path = root / "training_dashboard" / "data" / "dashboard-state.json"
+    state = json.loads(state_path.read_text())
+    rows = state["loss"]["patchtst"]
+    for i, row in enumerate(rows):  # a training loss that rises epoch by epoch
+        row["train_loss"] = 5.5e3 + 100.0 * i
+    state_path.write_text(json.dumps(state))
+    with serve(root) as url, open_page(browser, url) as page:
+        expect(page.locator("#config-patchtst .chip-fail")).to_have_text("loss not falling")
+        expect(page.locator("#config-swinmae .chip-fail")).to_have_count(0)
+
+
 def test_graph_filter_drag_pan_and_zoom(browser: Browser, tmp_path: Path) -> None:
     with serve(populate(tmp_path)) as url, open_page(browser, url) as page:
         page.locator("#type-filter input[data-type='training']").uncheck()

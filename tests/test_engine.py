@@ -182,3 +182,35 @@ def test_a_fresh_run_archives_the_run_it_replaces(repo_tmp: Path, capsys) -> Non
     assert (kept / "artifacts/loss/patchtst_loss_history.csv").is_file()
     assert list((kept / "runs/patchtst_ssl").glob("events.out.tfevents.*"))
     assert load_checkpoint(repo_tmp / "checkpoints/patchtst_ssl.pt")["run_id"] == "second"
+
+
+class _RisingLoss(torch.nn.Module):
+    """A loss that grows with every training step, as with a blown-up input scaling."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.zeros(1))
+        self.calls = 0
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        self.calls += self.training
+        return {"loss": self.w.sum() * 0 + float(self.calls)}
+
+
+def test_a_loss_that_does_not_fall_is_said_loudly(repo_tmp: Path, capsys) -> None:
+    from engine.loss_log import loss_trend_warning
+    from streams.base import TrainingSetup
+    from tests.toy_task import ToyWindows
+
+    def build(cfg, device, run_id):
+        return TrainingSetup(_RisingLoss(), ToyWindows(96, 0), ToyWindows(0, 1), {})
+
+    result = fit(load_config(_toy_config(repo_tmp, epochs=2)), build, run_id="rise")
+    printed = capsys.readouterr().out
+    assert result.warning and result.warning.startswith("training loss did not fall")
+    assert f"WARNING: {result.warning}" in printed
+    assert "WARNING: no validation windows" in printed  # the empty split is said too
+    assert (repo_tmp / "artifacts/loss/patchtst_loss_curve.png").is_file()
+    falling = [{"epoch": 1, "train_loss": 2.0}, {"epoch": 2, "train_loss": 1.0}]
+    assert loss_trend_warning(falling) is None
+    assert loss_trend_warning(falling[:1]) is None

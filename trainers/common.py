@@ -17,7 +17,9 @@ def mark_done(stream: str, result: FitResult) -> None:
     node = f"{stream}_training"
     if node in NODE_IDS:
         last = result.history[-1]
-        set_node(node, "done", f"{len(result.history)} epochs, val loss {last['val_loss']:.4g}")
+        message = f"{len(result.history)} epochs, val loss {last['val_loss']:.4g}"
+        set_node(node, "done", f"{message}; WARNING: {result.warning}" if result.warning
+                 else message)
 
 
 def train_with_status(stream: str | None, argv: list[str] | None, description: str) -> int:

@@ -558,6 +558,10 @@ function renderLoss() {
     const chips = clear($(`#config-${stream}`));
     const cfg = App.state && App.state.config && App.state.config[stream];
     if (last) chips.append(el("span", { class: "chip" }, "final ", el("b", { text: `train ${fmtNum(last.train_loss)} · val ${fmtNum(last.val_loss)}` })));
+    const trained = rows.filter((r) => Number.isFinite(r.train_loss));
+    if (trained.length >= 2 && trained[trained.length - 1].train_loss >= trained[0].train_loss) {
+      chips.append(el("span", { class: "chip chip-fail", title: "the training loss did not fall: check the DQVL report and the scaler (floored or clipped channels), or lower training.lr" }, el("b", { text: "loss not falling" })));
+    }
     if (cfg) {
       for (const key of ["fs", "lr", "epochs", "mask_ratio", "amp"]) {
         const v = cfg[key];
