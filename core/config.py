@@ -154,6 +154,7 @@ class FdcDqvlConfig(DqvlBase):
     max_channel_missing_ratio: Ratio = 0.2
     max_bad_channel_fraction: Ratio = 0.25  # more unusable channels than this drops the file
     max_ragged_ratio: Ratio = 0.01  # CSV rows with another field count than the header
+    fs_tolerance: Ratio = 0.02  # observed rate vs data.fs (when set): warning beyond it
 
 
 class PatchTSTModelConfig(Section):

@@ -24,6 +24,7 @@ from core.config import FdcDqvlConfig
 from sensor_data.dqvl_report import DqvlReport
 from sensor_data.fdc import FdcTable, time_column_hint
 from sensor_data.files import CsvRows
+from sensor_data.timestamps import measure_timing
 
 STREAM = "patchtst"
 MAD_TO_STD = 1.4826  # robust std of a normal distribution from its median absolute deviation
@@ -260,8 +261,27 @@ def table_metrics(table: FdcTable) -> dict[str, Any]:
     }
 
 
-def check_fdc(table: FdcTable, rules: FdcDqvlConfig, window: int) -> DqvlReport:
-    """Run every FDC rule on one table; ``window`` is the model's sequence length."""
+def _check_rate(report: DqvlReport, stamps: np.ndarray, fs: float | None,
+                rules: FdcDqvlConfig) -> None:
+    """The sampling rate over the whole span (and by median step), against ``data.fs``.
+
+    FDC windows count rows, not seconds, so a rate off from the configured one is a
+    warning (the windows span another time than the user thinks), not a drop.
+    """
+    timing = measure_timing(stamps)
+    if timing is None or timing.fs is None:
+        return
+    report.metrics["observed_fs"] = round(timing.fs, 6)
+    report.metrics["observed_fs_median_step"] = round(timing.fs_median_step, 6)
+    if fs is not None and abs(timing.fs - fs) / fs > rules.fs_tolerance:
+        report.warn("fs_mismatch", f"observed {timing.fs:.4g} Hz over the whole span vs "
+                    f"data.fs {fs:g} Hz (tolerance {rules.fs_tolerance:.1%})")
+
+
+def check_fdc(table: FdcTable, rules: FdcDqvlConfig, window: int,
+              fs: float | None = None) -> DqvlReport:
+    """Run every FDC rule on one table; ``window`` is the model's sequence length and
+    ``fs`` the configured ``data.fs`` (None: not checked)."""
     report = DqvlReport(table.file_id, STREAM)
     n_rows, n_channels = table.values.shape
     report.metrics.update(table_metrics(table))
@@ -270,6 +290,7 @@ def check_fdc(table: FdcTable, rules: FdcDqvlConfig, window: int) -> DqvlReport:
             report.fail("timestamp_missing", _missing_timestamp(table))
     else:
         _check_timestamps(report, table.timestamps, n_rows, rules)
+        _check_rate(report, table.timestamps, fs, rules)
     if table.csv_rows is not None:
         _check_rows(report, table.csv_rows, rules)
 

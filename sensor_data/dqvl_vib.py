@@ -8,7 +8,7 @@ deserves an engineer's look (some clipping, partly flat signal, unusual RMS leve
 the configured resampling will fix, a few ragged rows, overflows or short gaps).  Every
 statistic is computed column-wise in one pass.
 
-The sampling rate is measured over the whole span (``vibration.Timing``); the median-step
+The sampling rate is measured over the whole span (``timestamps.Timing``); the median-step
 rate is reported beside it, because rounded stamps bias only that one.
 """
 
@@ -18,8 +18,8 @@ import numpy as np
 
 from core.config import VibDqvlConfig
 from sensor_data.dqvl_report import DqvlReport
-from sensor_data.timestamps import timestamps_seconds
-from sensor_data.vibration import AXES, VibTable, measure_timing
+from sensor_data.timestamps import measure_timing, timestamps_seconds
+from sensor_data.vibration import AXES, VibTable
 
 STREAM = "swinmae"
 # Backwards, duplicated or unparsable timestamp steps tolerated before the file is dropped

@@ -37,7 +37,13 @@ from sensor_data.dqvl_fdc import (
     read_error_report,
     table_metrics,
 )
-from sensor_data.dqvl_report import DqvlReport, log_drop, skipped_report, write_reports
+from sensor_data.dqvl_report import (
+    DqvlReport,
+    drop_reasons,
+    log_drop,
+    skipped_report,
+    write_reports,
+)
 from sensor_data.fdc import SUPPORTED_SUFFIXES, FdcTable, read_fdc, table_from_frame
 from sensor_data.files import file_ids, list_data_files
 from sensor_data.scaler import ChannelScaler, channel_order
@@ -184,7 +190,7 @@ def _load_checked(
     except DataError as exc:
         return None, read_error_report(file_id, str(exc))
     if cfg.dqvl.enabled:
-        report = check_fdc(table, cfg.dqvl, window)
+        report = check_fdc(table, cfg.dqvl, window, cfg.data.fs)
     else:
         report = skipped_report(table.file_id, STREAM)
         report.metrics.update(table_metrics(table))
@@ -329,7 +335,8 @@ def prepare_fdc_training(cfg: PatchTSTConfig, run_id: str, progress: bool = True
     summary = write_reports(reports, resolve_path(cfg.dqvl.report_dir), run_id, run_wide)
     if not tables:
         raise DataError(
-            f"all {len(reports)} files were dropped by DQVL; see {display_path(summary)}"
+            f"all {len(reports)} files were dropped by DQVL: {drop_reasons(reports)}; "
+            f"see {display_path(summary)}"
         )
     _log_channels(channels, excluded, progress)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -111,3 +112,51 @@ def sample_times(first: np.datetime64, samples: np.ndarray, fs: float) -> np.nda
     """
     offsets = np.rint(np.asarray(samples, dtype=np.float64) * (1e9 / fs)).astype(np.int64)
     return np.datetime64(first, "ns") + offsets.astype("timedelta64[ns]")
+
+
+GAP_FACTOR = 1.5
+
+
+@dataclass(frozen=True)
+class Timing:
+    """Sampling measured from timestamps.
+
+    ``fs`` is the whole-span rate: the regular steps (positive, at most ``GAP_FACTOR``
+    median steps) over the time they cover, i.e. ``(n - 1) / duration`` for a file without
+    gaps.  Stamps rounded to a coarse unit (64 Hz stamped in whole ms: steps of 15 and 16
+    ms) keep it exact, while ``1 / median step`` reads 62.5 Hz; that one is reported too.
+    ``gap_s`` is the recorded time no sample covers at ``fs`` (under half a step is
+    rounding, reported as 0).
+    """
+
+    fs: float | None
+    fs_median_step: float | None
+    gap_s: float
+    duration_s: float
+
+
+def measure_timing(timestamps: np.ndarray | None) -> Timing | None:
+    """Rates and gaps from the stamps; None without two valid stamps."""
+    if timestamps is None or len(timestamps) < 2:
+        return None
+    secs = timestamps_seconds(timestamps)
+    valid = np.flatnonzero(np.isfinite(secs))
+    if valid.size < 2:
+        return None
+    duration = float(secs[valid[-1]] - secs[valid[0]])
+    steps = np.diff(secs)
+    steps = steps[np.isfinite(steps)]
+    median = float(np.median(steps)) if steps.size else 0.0
+    if median <= 0:  # no two neighbouring stamps, or they mostly do not increase
+        return Timing(None, None, 0.0, duration)
+    regular = steps[(steps > 0) & (steps <= GAP_FACTOR * median)]
+    nominal = float(regular.mean())
+    missed = duration - (valid[-1] - valid[0]) * nominal
+    gap = missed if missed >= 0.5 * nominal else 0.0
+    return Timing(1.0 / nominal, 1.0 / median, gap, duration)
+
+
+def measure_fs(timestamps: np.ndarray | None) -> float | None:
+    """Observed sampling rate over the whole span (:class:`Timing`); None if not measurable."""
+    timing = measure_timing(timestamps)
+    return None if timing is None else timing.fs

@@ -25,14 +25,13 @@ import pandas as pd
 from core.errors import DataError
 from core.paths import display_path
 from sensor_data.files import csv_rows, sniff_utf8_text
-from sensor_data.timestamps import find_timestamp_col, parse_timestamps, timestamps_seconds
+from sensor_data.timestamps import find_timestamp_col, measure_fs, parse_timestamps
 
 AXES: tuple[str, str, str] = ("x", "y", "z")
 SUFFIXES: tuple[str, ...] = (".csv", ".parquet", ".npy")
 _NPY_MAGIC = b"\x93NUMPY"
 _PICKLE_PROTO = b"\x80"  # first byte of a pickle (protocol 2 or later)
 # A step longer than this many median steps is a gap, not jitter or stamp rounding.
-GAP_FACTOR = 1.5
 
 
 @dataclass(frozen=True)
@@ -42,24 +41,6 @@ class RowIssue:
     count: int
     first_row: int  # 0-based data row
     detail: str = ""
-
-
-@dataclass(frozen=True)
-class Timing:
-    """Sampling measured from timestamps.
-
-    ``fs`` is the whole-span rate: the regular steps (positive, at most ``GAP_FACTOR``
-    median steps) over the time they cover, i.e. ``(n - 1) / duration`` for a file without
-    gaps.  Stamps rounded to a coarse unit (64 Hz stamped in whole ms: steps of 15 and 16
-    ms) keep it exact, while ``1 / median step`` reads 62.5 Hz; that one is reported too.
-    ``gap_s`` is the recorded time no sample covers at ``fs`` (under half a step is
-    rounding, reported as 0).
-    """
-
-    fs: float | None
-    fs_median_step: float | None
-    gap_s: float
-    duration_s: float
 
 
 @dataclass
@@ -74,33 +55,6 @@ class VibTable:
     source_columns: dict[str, str] = field(default_factory=dict)  # axis/"timestamp" -> column
     ragged: RowIssue | None = None  # CSV rows with the wrong number of fields (now NaN)
     overflow: dict[str, RowIssue] = field(default_factory=dict)  # axis -> beyond float32
-
-
-def measure_timing(timestamps: np.ndarray | None) -> Timing | None:
-    """Rates and gaps from the stamps; None without two valid stamps."""
-    if timestamps is None or len(timestamps) < 2:
-        return None
-    secs = timestamps_seconds(timestamps)
-    valid = np.flatnonzero(np.isfinite(secs))
-    if valid.size < 2:
-        return None
-    duration = float(secs[valid[-1]] - secs[valid[0]])
-    steps = np.diff(secs)
-    steps = steps[np.isfinite(steps)]
-    median = float(np.median(steps)) if steps.size else 0.0
-    if median <= 0:  # no two neighbouring stamps, or they mostly do not increase
-        return Timing(None, None, 0.0, duration)
-    regular = steps[(steps > 0) & (steps <= GAP_FACTOR * median)]
-    nominal = float(regular.mean())
-    missed = duration - (valid[-1] - valid[0]) * nominal
-    gap = missed if missed >= 0.5 * nominal else 0.0
-    return Timing(1.0 / nominal, 1.0 / median, gap, duration)
-
-
-def measure_fs(timestamps: np.ndarray | None) -> float | None:
-    """Observed sampling rate over the whole span (:class:`Timing`); None if not measurable."""
-    timing = measure_timing(timestamps)
-    return None if timing is None else timing.fs
 
 
 def _find_overflow(

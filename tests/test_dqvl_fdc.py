@@ -378,13 +378,26 @@ def test_bad_files_are_dropped_with_reasons_while_good_files_give_windows(
     assert saved["decision"] == "drop" and saved["run_id"] == "run1"
 
 
+def test_the_rate_is_measured_over_the_span_and_compared_with_data_fs() -> None:
+    frame = _frame()  # one row a second
+    cfg = fdc_cfg(fs=10.0)
+    off = check_fdc(_table(frame), cfg.dqvl, WINDOW, cfg.data.fs)
+    assert off.metrics["observed_fs"] == pytest.approx(1.0)
+    assert _rules(off.warnings) == ["fs_mismatch"] and off.usable  # rows, not seconds: a warning
+    assert "observed 1 Hz" in off.warnings[0]["message"]
+    matching = check_fdc(_table(frame), cfg.dqvl, WINDOW, 1.0)
+    assert "fs_mismatch" not in _rules(matching.warnings)
+    assert "fs_mismatch" not in _rules(check_fdc(_table(frame), cfg.dqvl, WINDOW).warnings)
+
+
 def test_all_files_dropped_is_a_clear_error_naming_the_summary(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("SSL_REPO_ROOT", str(tmp_path))
     _write(tmp_path / "data/train/empty.csv", b"")
     _write(tmp_path / "data/train/short.csv", _short(_frame()))
-    with pytest.raises(DataError, match=r"all 2 files were dropped by DQVL; see .*summary\.json"):
+    with pytest.raises(DataError, match=r"all 2 files were dropped by DQVL: .*empty\.csv "
+                       r"\(.*\); .*short\.csv \(too_short: .*\); see .*summary\.json"):
         prepare_fdc_training(fdc_cfg(), run_id="r", progress=False)
     assert (tmp_path / "artifacts/dqvl/fdc/summary.json").is_file()
 

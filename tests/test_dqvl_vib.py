@@ -10,7 +10,8 @@ import pytest
 from core.config import VibDqvlConfig
 from sensor_data.dqvl_vib import check_vibration, read_error_report
 from sensor_data.synthetic_vib import make_vibration, write_vibration_csv
-from sensor_data.vibration import VibTable, measure_fs, read_vibration
+from sensor_data.timestamps import measure_fs
+from sensor_data.vibration import VibTable, read_vibration
 
 FS = 1000.0
 WIN = 1000
