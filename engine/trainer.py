@@ -125,7 +125,9 @@ class _Trainer:
                  layout.curve_png, layout.log_dir, layout.dqvl_dir, *extra]
         dest = archive_previous_run(self.cfg.stream, layout.checkpoint, files)
         if dest is not None:
-            self._log(archive_note(self.cfg.stream, layout.checkpoint, dest))
+            self._log(archive_note(
+                f"the run at {display_path(layout.checkpoint)} (its checkpoint, loss history, "
+                "TensorBoard logs and data reports)", dest))
 
     def _prepare(self, build: BuildFn, fresh: bool) -> TrainingSetup:
         # Rank 0 prepares first (writes DQVL reports, scaler, caches); the others then reuse.

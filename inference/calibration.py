@@ -34,6 +34,7 @@ from core.config import StreamConfig, ThresholdPolicy
 from core.errors import DataError, UserError
 from core.io import atomic_write_json, file_sha256
 from core.paths import display_path, resolve_path
+from engine.archive import archive_note, move_into, run_archive
 from engine.checkpoint import created_now
 from inference.checkpoint_io import Trained
 from inference.scoring import breakdown, profile_mode, score_files
@@ -194,6 +195,7 @@ def calibrate(
         "checkpoint": trained.ckpt_info["path"],
         "checkpoint_sha256": trained.ckpt_info["sha256"],
         "checkpoint_created": trained.ckpt_info["created"],
+        "checkpoint_run_id": trained.ckpt_info["run_id"],
         "scoring": scoring_key(cfg),
         "error_profile": profile,
         "policy": policy.model_dump(),
@@ -206,8 +208,24 @@ def calibrate(
         },
         "created": created_now(),
     }
+    _archive_other_model(out_path, trained)
     atomic_write_json(out_path, result)
     return result
+
+
+def _archive_other_model(out_path: Path, trained: Trained) -> None:
+    """Thresholds another checkpoint was calibrated with move to that model's archive."""
+    try:
+        old = json.loads(Path(out_path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return
+    if not isinstance(old, dict) or old.get("checkpoint_sha256") == trained.ckpt_info["sha256"]:
+        return
+    sha = str(old.get("checkpoint_sha256") or "")[:12] or "unknown"
+    dest = run_archive(trained.stream, old.get("checkpoint_run_id"), f"checkpoint-{sha}")
+    move_into(dest, [out_path])
+    print(archive_note(f"the thresholds of {old.get('checkpoint', 'another checkpoint')}",
+                       dest))
 
 
 REQUIRED = ("stream", "warn", "anomaly", "checkpoint_sha256", "scoring")

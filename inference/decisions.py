@@ -32,6 +32,7 @@ from core.errors import DataError
 from core.io import atomic_write_json, atomic_write_text
 from core.layout import DecisionLayout
 from core.paths import display_path
+from engine.archive import archive_note, move_into, run_archive
 from engine.checkpoint import created_now
 from inference.calibration import (
     LEVELS,
@@ -84,6 +85,8 @@ class FileDecision(_Record):
 class StreamDecisions:
     stream: str
     checkpoint: str
+    checkpoint_sha256: str
+    checkpoint_run_id: str | None
     thresholds: Thresholds
     files: list[FileDecision]
     dropped: list[dict[str, str]]
@@ -149,8 +152,9 @@ def decide_files(
     # Few parts (axes): show them all; many (channels): the top ones.
     k = len(names) if len(names) <= 3 else dcfg.top_contributors
     dqvl = {r.file_id: r.decision for r in scored.reports}
-    result = StreamDecisions(stream, trained.ckpt_info["path"], thresholds, [],
-                             scored.dropped, pd.DataFrame())
+    info = trained.ckpt_info
+    result = StreamDecisions(stream, info["path"], info["sha256"], info.get("run_id"),
+                             thresholds, [], scored.dropped, pd.DataFrame())
     rows = []
     for fid in scored.kept:
         sel = np.flatnonzero(ids == fid)
@@ -330,12 +334,8 @@ def _summary_rows(r: StreamDecisions, labels: dict[str, str]) -> list[dict[str, 
     return rows
 
 
-def earlier_streams(layout: DecisionLayout, redone: set[str]) -> dict[str, dict[str, Any]]:
-    """Streams an earlier run decided into the same folder that this run does not redo.
-
-    A ``--stream swinmae`` run after a ``--stream patchtst`` run keeps the FDC results
-    (and their window CSV) instead of wiping them; each stream carries its own run id.
-    """
+def earlier_streams(layout: DecisionLayout) -> dict[str, dict[str, Any]]:
+    """The streams an earlier run decided into this folder (with their run ids)."""
     try:
         data = json.loads(layout.decisions.read_text(encoding="utf-8"))
     except (OSError, ValueError):
@@ -346,8 +346,22 @@ def earlier_streams(layout: DecisionLayout, redone: set[str]) -> dict[str, dict[
     return {
         name: {"run_id": data.get("run_id"), "created": data.get("created"), **entry}
         for name, entry in found.items()
-        if name not in redone and isinstance(entry, dict) and layout.windows_csv(name).is_file()
+        if isinstance(entry, dict) and layout.windows_csv(name).is_file()
     }
+
+
+def _archive_other_model(layout: DecisionLayout, entry: dict[str, Any], r: StreamDecisions
+                         ) -> None:
+    """An earlier stream result of another checkpoint moves to that model's archive (its
+    window CSV, with its entry of decisions.json beside it) instead of being overwritten."""
+    if entry.get("checkpoint_sha256") == r.checkpoint_sha256:
+        return  # the same model decided again: its new results replace its old ones
+    dest = run_archive(r.stream, entry.get("checkpoint_run_id"), f"decisions-{entry.get('run_id')}")
+    moved = move_into(dest, [layout.windows_csv(r.stream)])
+    folder = moved[0].parent if moved else dest
+    atomic_write_json(folder / f"{r.stream}_decisions.json", entry)
+    print(archive_note(f"the {r.stream} decisions of {entry.get('checkpoint', 'another model')}",
+                       dest))
 
 
 def _earlier_summary(layout: DecisionLayout, kept: set[str]) -> pd.DataFrame:
@@ -373,13 +387,17 @@ def write_outputs(
     streams decided earlier into the same folder and not redone now are kept.  Returns the
     decisions path and this run's per-file rows."""
     created = created_now()
-    by_stream = earlier_streams(layout, {r.stream for r in results})
+    by_stream = earlier_streams(layout)
     summary_rows = []
     for r in results:
+        if r.stream in by_stream:
+            _archive_other_model(layout, by_stream[r.stream], r)
         by_stream[r.stream] = {
             "run_id": run_id,
             "created": created,
             "checkpoint": r.checkpoint,
+            "checkpoint_sha256": r.checkpoint_sha256,
+            "checkpoint_run_id": r.checkpoint_run_id,
             "thresholds": {k: _num(v) for k, v in r.thresholds.model_dump().items()},
             "contributor_kind": streams.get(r.stream).part_kind,
             "files": [f.model_dump(exclude_none=True) for f in r.files],

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -29,3 +30,13 @@ def root(tiny, monkeypatch: pytest.MonkeyPatch) -> Path:
     """The tiny models' repository root, active for core.paths."""
     monkeypatch.setenv("SSL_REPO_ROOT", str(tiny.root))
     return tiny.root
+
+
+@pytest.fixture
+def run_root(tiny, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A private copy of the tiny models' repository, active for core.paths (for tests that
+    write into the repository: data prep, calibration, decisions, archives)."""
+    root = tmp_path / "repo"
+    shutil.copytree(tiny.root, root)
+    monkeypatch.setenv("SSL_REPO_ROOT", str(root))
+    return root

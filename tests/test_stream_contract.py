@@ -5,7 +5,6 @@ checkpoint round trip and the model-args mismatch message."""
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -27,15 +26,6 @@ REPO = Path(__file__).resolve().parents[1]
 TINY = {"patchtst": ("configs/patch.yaml", "checkpoints/patchtst_ssl.pt"),
         "swinmae": ("configs/swin.yaml", "checkpoints/swinmae_ssl.pt")}
 CPU = torch.device("cpu")
-
-
-@pytest.fixture
-def run_root(tiny, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A private copy of the tiny models' repository (training data prep writes into it)."""
-    root = tmp_path / "repo"
-    shutil.copytree(tiny.root, root)
-    monkeypatch.setenv("SSL_REPO_ROOT", str(root))
-    return root
 
 
 def test_every_builtin_stream_is_registered() -> None:
