@@ -26,7 +26,6 @@ from core.io import atomic_write_json
 from core.layout import STATUS
 from core.paths import repo_root
 
-STATUS_REL = STATUS
 NODE_IDS: tuple[str, ...] = (
     "data_prep",
     "dqvl",
@@ -65,7 +64,7 @@ def check_run_id(run_id: str) -> str:
 
 
 def status_path(root: Path | None = None) -> Path:
-    return (root or repo_root()) / STATUS_REL
+    return (root or repo_root()) / STATUS
 
 
 def empty_status(run_id: str | None = None) -> dict[str, Any]:
@@ -98,7 +97,7 @@ def _update(mutate: Callable[[dict[str, Any]], None], root: Path | None) -> dict
             atomic_write_json(path, data)
             return data
     except (OSError, Timeout) as exc:
-        warnings.warn(f"could not update {STATUS_REL}: {exc}", stacklevel=3)
+        warnings.warn(f"could not update {STATUS}: {exc}", stacklevel=3)
         return None
 
 

@@ -14,9 +14,9 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 from pathlib import Path
 
-import torch
-
+from core.errors import CheckpointError
 from core.paths import display_path, repo_root
+from engine.checkpoint import load_checkpoint
 
 ARCHIVE_DIR = "artifacts/archive"
 
@@ -30,9 +30,8 @@ def _safe_run_id(run_id: object) -> str | None:
 def previous_run_id(checkpoint: Path) -> str:
     """The run id stored in a checkpoint, else its modification time (unreadable file)."""
     try:
-        ckpt = torch.load(checkpoint, map_location="cpu", weights_only=True)
-        run_id = ckpt.get("run_id") if isinstance(ckpt, dict) else None
-    except Exception:  # any unreadable file still gets archived, under its time
+        run_id = load_checkpoint(checkpoint).get("run_id")
+    except CheckpointError:  # an unreadable file is still archived, under its time
         run_id = None
     stamp = datetime.fromtimestamp(checkpoint.stat().st_mtime, UTC).strftime("%Y%m%dT%H%M%SZ")
     return _safe_run_id(run_id) or stamp

@@ -50,8 +50,6 @@ from pipelines.validate_training_outputs import config_highlights, latest_bundle
 SCHEMA_VERSION = "1.0"
 SCHEMA_PATH = REPO_ROOT / "training_dashboard/schema/dashboard-state.schema.json"
 LAYOUT_PATH = REPO_ROOT / "training_dashboard/data/dashboard-layout.json"
-DEFAULT_OUT = DASHBOARD_STATE
-CHECKLIST_REL = CHECKLIST
 DEFAULT_HISTORY_LIMIT = 50
 WINDOW_CAP = 2000  # per file in test_run: keeps the state file small enough for the browser
 HISTORY_LOCK_TIMEOUT_S = 60.0
@@ -174,7 +172,7 @@ def build_artifacts(
                    for path, kind in streams.get(stream).extra_artifacts(cfg)]
         out += [_artifact(root, path, stream, kind) for path, kind in wanted]
     bundle = latest_bundle(root) or root / BUNDLE_DIR / "<run_id>.zip"
-    for path, kind in ((bundle, "bundle"), (root / CHECKLIST_REL, "checklist"),
+    for path, kind in ((bundle, "bundle"), (root / CHECKLIST, "checklist"),
                        (decisions.decisions, "decisions")):
         out.append(_artifact(root, path, "shared", kind))
     return out
@@ -281,7 +279,7 @@ def load_checklist(
         if not conforms(data, "checklist"):
             raise UserError(f"{repo_rel(path, root)}: missing or not a validation checklist")
         return data, True
-    data = _read_json(root / CHECKLIST_REL)
+    data = _read_json(root / CHECKLIST)
     if conforms(data, "checklist"):
         return data, True
     try:
@@ -457,7 +455,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Write the training dashboard state JSON (schema-validated, atomic).",
     )
     parser.add_argument("--repo-root", default=".", help="repository root (default: .)")
-    parser.add_argument("--out", default=DEFAULT_OUT, help="state file (default: %(default)s)")
+    parser.add_argument("--out", default=DASHBOARD_STATE, help="state file (default: %(default)s)")
     streams.add_stream_config_args(parser)
     parser.add_argument("--decision-config", default=None,
                         help="decision config whose calibration and output folders to show "
@@ -470,7 +468,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--run-history-limit", type=int, default=DEFAULT_HISTORY_LIMIT,
                         help="runs kept in the history, newest first (default: %(default)s)")
     parser.add_argument("--checklist-json", help=f"validation checklist to embed (default: "
-                        f"{CHECKLIST_REL} when present, else a fresh run without scoring smoke)")
+                        f"{CHECKLIST} when present, else a fresh run without scoring smoke)")
     return parser
 
 

@@ -18,6 +18,7 @@ from jsonschema import Draft202012Validator
 
 from core import status as st
 from core.errors import UserError
+from core.layout import CHECKLIST
 from core.paths import REPO_ROOT
 from pipelines import export_training_dashboard_state as ex
 from tests.test_validate import CONFIGS, PATCH_CFG, SWIN_CFG, make_fake_run
@@ -197,7 +198,7 @@ def test_checklist_file_is_used_and_bad_explicit_one_is_an_error(fake_run: Path)
     checklist = run_checklist(fake_run, CONFIGS, skip_smoke=True)
     checklist["items"][2].update(status="FAIL", hint="retrain")
     checklist.update(passed=6, ok=False)
-    path = fake_run / ex.CHECKLIST_REL
+    path = fake_run / CHECKLIST
     path.parent.mkdir(parents=True)
     path.write_text(json.dumps(checklist))
     state = ex.build_state(fake_run, "r", CONFIGS)

@@ -12,6 +12,7 @@ import yaml
 
 from core import status as st
 from core.errors import UserError
+from core.layout import STATUS
 from pipelines import run_local_training_pipeline as rp
 from tests.test_validate import PATCH_CFG, SWIN_CFG, make_fake_run
 
@@ -200,7 +201,7 @@ def test_status_rejects_unknown_values_and_nan_loss(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="unknown status"):
         st.set_node("dqvl", "ok", root=tmp_path)
     st.set_progress("patchtst", 1, 5, loss=float("nan"), root=tmp_path)
-    text = (tmp_path / st.STATUS_REL).read_text()
+    text = (tmp_path / STATUS).read_text()
     assert "NaN" not in text
     data = json.loads(text)
     assert data["progress"]["loss"] is None
