@@ -277,30 +277,50 @@ GlobList = str | list[str]
 
 
 class ThresholdPolicy(Section):
-    """How calibration scores become ``warn`` / ``anomaly`` thresholds."""
+    """How normal calibration scores become ``clear`` < ``warn`` < ``anomaly`` thresholds.
 
+    Each quantile is a false-alarm target per window on normal data (0.999: one window in
+    a thousand).  Neighbouring windows overlap, so what limits the quantiles is the
+    effective sample size, not the window count (see inference/calibration.py).
+    """
+
+    clear_quantile: Quantile = 0.95
     warn_quantile: Quantile = 0.99
-    anomaly_method: Literal["quantile", "max_margin"] = "quantile"
     anomaly_quantile: Quantile = 0.999
-    anomaly_margin: Annotated[float, Field(ge=1)] = 1.2
-    min_windows: Annotated[int, Field(ge=1)] = 20
+    method: Literal["auto", "rank", "tail"] = "auto"
+    # The tail fit needs at least this many effective calibration windows over its base.
+    min_tail_windows: Annotated[int, Field(ge=3)] = 4
 
     @model_validator(mode="after")
     def _ordered(self) -> ThresholdPolicy:
-        if self.anomaly_method == "quantile" and self.anomaly_quantile <= self.warn_quantile:
+        if not self.clear_quantile < self.warn_quantile < self.anomaly_quantile:
             raise ValueError(
-                f"anomaly_quantile ({self.anomaly_quantile}) must be > warn_quantile "
-                f"({self.warn_quantile})"
+                f"need clear_quantile ({self.clear_quantile}) < warn_quantile "
+                f"({self.warn_quantile}) < anomaly_quantile ({self.anomaly_quantile})"
             )
         return self
 
-    def describe(self) -> str:
-        anomaly = (
-            f"quantile {self.anomaly_quantile}"
-            if self.anomaly_method == "quantile"
-            else f"max x {self.anomaly_margin}"
-        )
-        return f"warn = quantile {self.warn_quantile}, anomaly = {anomaly} of calibration scores"
+
+class AlarmRule(Section):
+    """When window levels become an alarm event, and when it clears (persistence and
+    hysteresis, as alarm-management practice asks: one noisy window is not an alarm)."""
+
+    raise_k: Annotated[int, Field(ge=1)] = 3
+    raise_n: Annotated[int, Field(ge=1)] = 5
+    clear_windows: Annotated[int, Field(ge=1)] = 5
+
+    @model_validator(mode="after")
+    def _k_of_n(self) -> AlarmRule:
+        if self.raise_k > self.raise_n:
+            raise ValueError(f"raise_k ({self.raise_k}) must be <= raise_n ({self.raise_n})")
+        return self
+
+
+class DecisionGate(Section):
+    """Decision quality for promotion: held-out normal files raise no alarm event and
+    at least this share of the labelled faults not marked ``hard`` is decided anomaly."""
+
+    min_detected_fraction: Annotated[float, Field(ge=0, le=1)] = 0.85
 
 
 class StreamEntry(Section):
@@ -312,17 +332,13 @@ class StreamEntry(Section):
     overrides: list[str] = []
 
 
-class FileRule(Section):
-    min_fraction: Annotated[float, Field(ge=0, le=1)] = 0.05
-    min_windows: Annotated[int, Field(ge=1)] = 2
-
-
 class DecisionConfig(Section):
     """``configs/decision_local.yaml``: which checkpoints decide on which test files."""
 
     streams: dict[str, StreamEntry]  # keyed by registered stream name
     thresholds: ThresholdPolicy = ThresholdPolicy()
-    file_rule: FileRule = FileRule()
+    alarm: AlarmRule = AlarmRule()
+    decision_gate: DecisionGate = DecisionGate()
     top_contributors: Annotated[int, Field(ge=1)] = 5
     calibration_dir: str = "artifacts/calibration"
     output_dir: str = "artifacts/decisions"

@@ -112,6 +112,9 @@ class DecisionLayout:
     def windows_csv(self, stream: str) -> Path:
         return self.out_dir / f"{stream}_windows.csv"
 
+    def events_csv(self, stream: str) -> Path:
+        return self.out_dir / f"{stream}_events.csv"
+
     def dqvl_dir(self, stream: str) -> Path:
         return self.out_dir / "dqvl" / stream
 

@@ -5,18 +5,18 @@ so thresholds taken from training windows would be too low and raise false alarm
 every new file.  Calibration therefore refuses any file that is also training data (same
 path, or the same bytes under another name) — see docs/calibration_split_policy.md.
 
-Levels (false-alarm targets on normal data):
-- ``warn``    = quantile ``warn_quantile`` of the calibration window scores (0.99 means
-  about 1 % of normal windows exceed it);
-- ``anomaly`` = quantile ``anomaly_quantile`` (``anomaly_method: quantile``) or the largest
-  calibration score times ``anomaly_margin`` (``max_margin``), never below ``warn``.
+Levels (false-alarm targets per window on normal data): ``clear`` (hysteresis: where an
+alarm event ends), ``warn`` and ``anomaly`` at ``clear_quantile`` < ``warn_quantile`` <
+``anomaly_quantile``, each a finite-sample rank or a fitted tail depending on the effective
+sample size, with an out-of-sample false-alarm estimate and interval
+(inference/threshold_fit.py).  Too little normal data is refused with how much more is needed.
 
 Relative scores (``scoring.error_profile``, the vibration default) need the normal error
 profile: it comes from the first half (by time) of each calibration file's windows and the
 thresholds from the second half, so no window sets both.
 
 A window's level is ``anomaly`` if its score is above ``anomaly``, else ``warn`` if above
-``warn``, else ``normal``.
+``warn``, else ``normal``; alarm events follow from the levels (inference/alarms.py).
 """
 
 from __future__ import annotations
@@ -30,38 +30,49 @@ from typing import Any
 import numpy as np
 
 import streams
-from core.config import StreamConfig, ThresholdPolicy
+from core.config import AlarmRule, StreamConfig, ThresholdPolicy
 from core.errors import DataError, UserError
 from core.io import atomic_write_json, file_sha256
 from core.paths import display_path, resolve_path
 from engine.archive import archive_note, move_into, run_archive
 from engine.checkpoint import created_now
+from inference.alarms import find_events
 from inference.checkpoint_io import Trained
-from inference.scoring import breakdown, profile_mode, score_files
+from inference.scoring import ScoredFiles, breakdown, profile_mode, score_files
+from inference.threshold_fit import (
+    fit_thresholds,
+    group_slices,
+    out_of_sample,
+    total_effective_size,
+)
 
 SCHEMA_VERSION = "1.0"
-LEVELS = ("normal", "warn", "anomaly")
 
 
 # --------------------------------------------------------------------------- thresholds
-def thresholds_from_scores(scores: np.ndarray, policy: ThresholdPolicy) -> tuple[float, float]:
-    """``(warn, anomaly)`` from normal calibration window scores."""
-    scores = np.asarray(scores, dtype=np.float64)
-    scores = scores[np.isfinite(scores)]
-    if scores.size == 0:
-        raise DataError("calibration: no finite window score")
-    warn = float(np.quantile(scores, policy.warn_quantile))
-    if policy.anomaly_method == "quantile":
-        anomaly = float(np.quantile(scores, policy.anomaly_quantile))
-    else:
-        anomaly = float(scores.max() * policy.anomaly_margin)
-    return warn, max(anomaly, warn)
+def describe(policy: ThresholdPolicy) -> str:
+    return (f"clear/warn/anomaly at exceedance targets {1 - policy.clear_quantile:g}/"
+            f"{1 - policy.warn_quantile:g}/{1 - policy.anomaly_quantile:g} per normal window; "
+            f"method {policy.method} (rank when the effective sample size supports it, else "
+            f"a generalised Pareto tail with >= {policy.min_tail_windows} effective windows)")
 
 
-def levels(scores: np.ndarray, warn: float, anomaly: float) -> np.ndarray:
-    """``normal`` / ``warn`` / ``anomaly`` per score (strictly above a threshold)."""
-    idx = (np.asarray(scores) > warn).astype(int) + (np.asarray(scores) > anomaly).astype(int)
-    return np.asarray(LEVELS, dtype=object)[idx]
+def window_step_seconds(scored: ScoredFiles) -> float | None:
+    """Median time between consecutive window ends (None without timestamps)."""
+    if scored.end_times is None:
+        return None
+    steps = []
+    for idx in group_slices(scored.file_ids):
+        t = scored.end_times[idx]
+        if len(t) > 1 and not np.isnat(t).any():
+            steps.append(np.diff(t).astype("timedelta64[ms]").astype(np.float64) / 1000.0)
+    return float(np.median(np.concatenate(steps))) if steps else None
+
+
+def event_counter(rule: AlarmRule | None) -> Any:
+    if rule is None:
+        return None
+    return lambda s, thr: len(find_events(s, thr["warn"], thr["anomaly"], thr["clear"], rule))
 
 
 # --------------------------------------------------------------------------- split policy
@@ -151,11 +162,13 @@ def calibrate(
     policy: ThresholdPolicy,
     out_path: Path,
     progress: bool = True,
+    alarm: AlarmRule | None = None,
 ) -> dict[str, Any]:
     """Score held-out normal files, derive thresholds and write them as JSON (atomically).
 
     ``cfg`` supplies data and DQVL settings (it must match the checkpoint on the model);
     the training globs of both ``cfg`` and the checkpoint's own config are excluded.
+    ``alarm``: the event rule, so the held-out estimate also counts false-alarm events.
     """
     pats = [calib_patterns] if isinstance(calib_patterns, str) else list(calib_patterns)
     files = [p for p in expand_globs(pats) if p.name != "labels.csv"]
@@ -164,33 +177,43 @@ def calibrate(
     check_held_out(files, training_patterns(trained.cfg, cfg))
     scored = score_files(trained, cfg, files, progress=progress)
     mode = profile_mode(trained.task, cfg.scoring.error_profile)
-    s = scored.scores
+    s, used = scored.scores, np.ones(len(scored.scores), dtype=bool)
     profile: dict[str, Any] = {"mode": mode}
     if mode == "relative":
         ref = reference_windows(scored.file_ids, scored.starts)
-        values = scored.aux["basis"][ref].mean(axis=0) if ref.any() else None
-        if values is not None:
+        if ref.any():
+            values = scored.aux["basis"][ref].mean(axis=0)
             s, _ = breakdown(scored.aux["basis"][~ref], trained.task,
                              aggregation=cfg.scoring.aggregation, top_k=cfg.scoring.top_k,
                              profile=values)
+            used = ~ref
             profile.update(values=values.tolist(), n_windows=int(ref.sum()), split=PROFILE_SPLIT)
-    if len(s) < policy.min_windows:
-        raise DataError(
-            f"calibration: only {len(s)} threshold windows from {len(files)} file(s) "
-            f"({', '.join(pats)}); need at least {policy.min_windows} (add normal files)"
-        )
-    warn, anomaly = thresholds_from_scores(s, policy)
+    groups = list(np.asarray(scored.file_ids, dtype=object)[used])
+    where = f"calibration of {trained.stream} on {', '.join(pats)}"
+    fits = fit_thresholds(s, groups, policy, where)
+    step = window_step_seconds(scored)
+    held_out = out_of_sample(s, groups, policy, event_counter(alarm))
+    if step and held_out["held_out_windows"]:
+        hours = held_out["held_out_windows"] * step / 3600.0
+        held_out["held_out_hours"] = round(hours, 2)
+        if "held_out_events" in held_out:
+            held_out["events_per_24h"] = round(held_out["held_out_events"] * 24.0 / hours, 3)
     result = {
         "schema_version": SCHEMA_VERSION,
         "stream": trained.stream,
-        "warn": warn,
-        "anomaly": anomaly,
-        "method": policy.describe(),
+        **{name: fit.value for name, fit in fits.items()},
+        "method": describe(policy),
+        "levels": {name: {"method": fit.method, **fit.detail} for name, fit in fits.items()},
         "n_windows": int(len(s)),
+        "n_files": len(group_slices(groups)),
+        "effective_windows": round(total_effective_size(s, groups), 1),
+        "window_step_s": step,
+        "expected_false_alarms": held_out,
         "source_files": [
             display_path(p) for p in files if {p.name, display_path(p)} & set(scored.kept)
         ],
         "dropped_files": scored.dropped,
+        "calibration_inputs": calibration_inputs(pats),
         "training_paths_excluded": training_patterns(trained.cfg, cfg),
         "checkpoint": trained.ckpt_info["path"],
         "checkpoint_sha256": trained.ckpt_info["sha256"],
@@ -199,12 +222,13 @@ def calibrate(
         "scoring": scoring_key(cfg),
         "error_profile": profile,
         "policy": policy.model_dump(),
+        "alarm": alarm.model_dump() if alarm else None,
         "score_summary": {
             "min": float(s.min()),
             "median": float(np.median(s)),
             "max": float(s.max()),
-            "fraction_above_warn": float(np.mean(s > warn)),
-            "fraction_above_anomaly": float(np.mean(s > anomaly)),
+            "fraction_above_warn": float(np.mean(s > fits["warn"].value)),
+            "fraction_above_anomaly": float(np.mean(s > fits["anomaly"].value)),
         },
         "created": created_now(),
     }
@@ -228,7 +252,7 @@ def _archive_other_model(out_path: Path, trained: Trained) -> None:
                        dest))
 
 
-REQUIRED = ("stream", "warn", "anomaly", "checkpoint_sha256", "scoring")
+REQUIRED = ("stream", "clear", "warn", "anomaly", "checkpoint_sha256", "scoring")
 
 
 def load_thresholds(path: Path, stream: str) -> dict[str, Any]:
@@ -245,20 +269,31 @@ def load_thresholds(path: Path, stream: str) -> dict[str, Any]:
     if data["stream"] != stream:
         raise DataError(f"{shown}: thresholds are for stream {data['stream']!r}, not {stream!r}")
     try:
-        warn, anomaly = float(data["warn"]), float(data["anomaly"])
+        values = [float(data[k]) for k in ("clear", "warn", "anomaly")]
     except (TypeError, ValueError):
-        raise DataError(f"{shown}: warn/anomaly must be numbers") from None
-    if not (np.isfinite(warn) and np.isfinite(anomaly) and anomaly >= warn):
-        raise DataError(f"{shown}: need finite thresholds with anomaly >= warn")
+        raise DataError(f"{shown}: clear/warn/anomaly must be numbers") from None
+    if not (np.isfinite(values).all() and values[0] < values[1] < values[2]):
+        raise DataError(f"{shown}: need finite thresholds with clear < warn < anomaly")
     return data
 
 
-def stale_reason(thresholds: dict[str, Any], trained: Trained, cfg: StreamConfig) -> str | None:
-    """Why saved thresholds no longer fit this checkpoint / scoring setup (None: they do)."""
+def calibration_inputs(patterns: str | Sequence[str]) -> dict[str, str]:
+    """Repository-relative path -> sha256 of every calibration file the globs match."""
+    pats = [patterns] if isinstance(patterns, str) else list(patterns)
+    return {display_path(p): file_sha256(p) for p in expand_globs(pats) if p.name != "labels.csv"}
+
+
+def stale_reason(thresholds: dict[str, Any], trained: Trained, cfg: StreamConfig,
+                 calib_patterns: str | Sequence[str] | None = None) -> str | None:
+    """Why saved thresholds no longer fit this checkpoint / scoring setup / calibration
+    data (None: they do)."""
     if thresholds.get("checkpoint_sha256") != trained.ckpt_info["sha256"]:
         return "the checkpoint changed since calibration"
     if thresholds.get("scoring") != scoring_key(cfg):
         return "the scoring settings changed since calibration"
+    if calib_patterns is not None and \
+            thresholds.get("calibration_inputs") != calibration_inputs(calib_patterns):
+        return "the calibration files changed since calibration"
     return None
 
 

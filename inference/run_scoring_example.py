@@ -28,10 +28,9 @@ from core.device import select_device
 from core.errors import DataError
 from core.layout import CALIBRATION_DIR, thresholds_path
 from core.paths import display_path
+from inference.alarms import LEVELS, window_levels
 from inference.calibration import (
-    LEVELS,
     expand_globs,
-    levels,
     load_thresholds,
     stale_reason,
     threshold_profile,
@@ -118,7 +117,7 @@ def _levels_line(scored: ScoredFiles, thresholds: dict | None, profile, trained:
         note = (" (this stream scores relative to a normal error profile once calibrated)"
                 if profile_mode(trained.task, cfg.scoring.error_profile) == "relative" else "")
         return f"scores: raw reconstruction error; no current calibration{note}"
-    lv = levels(scored.scores, float(thresholds["warn"]), float(thresholds["anomaly"]))
+    lv = window_levels(scored.scores, float(thresholds["warn"]), float(thresholds["anomaly"]))
     kind = "relative to the normal error profile" if profile is not None else "raw error"
     counts = ", ".join(f"{name} {int(np.sum(lv == name))}" for name in LEVELS)
     return (f"scores: {kind}; levels with warn={thresholds['warn']:.4g}, "

@@ -4,17 +4,21 @@
         [--config configs/decision_local.yaml] [--data-path STREAM=GLOB]
         [--recalibrate] [--run-id ID] [--out-dir DIR]
 
-The rules (file decision, fusion of streams) live in :mod:`inference.decisions`.  Outputs
-in the output folder: ``decisions.json`` (format in the data contracts),
-``<stream>_windows.csv`` (one row per window), ``file_summary.csv`` (one row per file,
-dropped files included) and the test files' DQVL reports under ``dqvl/<stream>/``.
+The rules (alarm events, file decision, fusion of streams) live in :mod:`inference.decisions`
+and :mod:`inference.alarms`.  Outputs in the output folder: ``decisions.json`` (with the
+decision-quality gate), ``<stream>_windows.csv`` (one row per window),
+``<stream>_events.csv`` (one row per alarm event), ``file_summary.csv`` (one row per file,
+dropped files included) and the test files' DQVL reports under ``dqvl/<stream>/``.  The run
+ends with a table per test file and one line of false alarms and missed faults.
 """
 
 from __future__ import annotations
 
 import argparse
 from dataclasses import replace
+from typing import Any
 
+import numpy as np
 import pandas as pd
 
 import streams
@@ -24,26 +28,70 @@ from core.errors import ConfigError
 from core.layout import DecisionLayout
 from core.paths import display_path, resolve_path
 from core.status import new_run_id
-from inference.decisions import decide_stream, fuse, list_test_files, read_labels, write_outputs
+from inference.decisions import (
+    FileDecision,
+    Stamp,
+    StreamDecisions,
+    decide_stream,
+    fuse,
+    list_test_files,
+    write_outputs,
+)
+from inference.labels import read_labels
 from sensor_data.dqvl_report import write_reports
 
 ALL = "dual"  # every stream the decision config names
 
 
-def _print_table(summary: pd.DataFrame) -> None:
-    if summary.empty:
-        return
-    cols = ["stream", "file_id", "decision", "n_windows", "n_warn", "n_anomaly", "max_score",
-            "label", "correct"]
-    shown = summary[cols].copy()
-    shown["max_score"] = shown["max_score"].map(lambda v: "" if pd.isna(v) else f"{v:.4g}")
-    print(shown.to_string(index=False))
-    for _, row in summary[summary["decision"] == "dropped"].iterrows():
-        print(f"dropped {row['stream']} {row['file_id']}: {row['reason']}")
-    judged = summary[summary["correct"] != ""]
-    if len(judged):
-        ok = int(sum(bool(v) for v in judged["correct"]))
-        print(f"correct against labels.csv: {ok}/{len(judged)} files")
+def _elapsed(a: Stamp, b: Stamp) -> str:
+    """``b - a`` in readable units (ISO times), or in rows / samples."""
+    if isinstance(a, int) or isinstance(b, int):
+        return f"+{int(b) - int(a)} rows"
+    sec = float((np.datetime64(b) - np.datetime64(a)) / np.timedelta64(1, "s"))
+    return f"+{sec / 60:.0f} min" if abs(sec) >= 120 else f"+{sec:.1f} s"
+
+
+def _first_alarm(f: FileDecision) -> str:
+    if not f.events:
+        return "-"
+    raised = f.events[0].raised_at
+    if f.fault_start is not None:
+        return f"{_elapsed(f.fault_start, raised)} after onset"
+    return f"{_elapsed(f.windows[0].end, raised)} into file" if f.windows else str(raised)
+
+
+def summary_table(results: list[StreamDecisions]) -> pd.DataFrame:
+    """The ten-second table: per test file its truth, decision, events and first alarm."""
+    rows = []
+    for r in results:
+        for f in r.files:
+            truth = f.label or "?"
+            if f.difficulty:
+                truth += f" ({f.difficulty})"
+            top = f.events[0].contributors if f.events else {}
+            rows.append({"stream": r.stream, "file": f.file_id, "truth": truth,
+                         "decision": f.decision, "events": f.n_events,
+                         "first alarm": _first_alarm(f),
+                         "top contributors": ", ".join(list(top)[:3]) or "-",
+                         "ok": "" if f.correct is None else ("yes" if f.correct else "NO")})
+        rows += [{"stream": r.stream, "file": d["file_id"], "truth": "", "decision": "dropped",
+                  "events": 0, "first alarm": "-", "top contributors": d["reason"][:60],
+                  "ok": ""} for d in r.dropped]
+    return pd.DataFrame(rows)
+
+
+def verdict_line(gate: dict[str, Any]) -> str:
+    """False alarms on normal files and missed detectable faults, in one line."""
+    if gate["status"] == "no_labels":
+        return f"decision quality: {gate['detail']}"
+    alarmed = gate["normal_with_events"]
+    line = (f"false alarms: {len(alarmed)} of {gate['normal_files']} normal files raised "
+            f"events{' (' + ', '.join(alarmed) + ')' if alarmed else ''}; missed faults: "
+            f"{len(gate['missed'])} of {gate['faults']} detectable"
+            f"{' (' + ', '.join(gate['missed']) + ')' if gate['missed'] else ''}")
+    if gate["hard_faults"]:
+        line += f"; hard faults detected {gate['hard_detected']} of {gate['hard_faults']}"
+    return line + f" -> decision gate {gate['status'].upper()}"
 
 
 def _data_overrides(args: argparse.Namespace) -> dict[str, str | None]:
@@ -98,23 +146,28 @@ def main(argv: list[str] | None = None) -> int:
         layout = replace(layout, out_dir=resolve_path(args.out_dir))
     overrides = _data_overrides(args)
 
-    results, all_tests = [], []
+    tests = [p for s in wanted for p in list_test_files(dcfg.streams[s], overrides.get(s))]
+    truths = read_labels(tests)
+    results = []
     for stream in wanted:
         result, scored = decide_stream(stream, dcfg, overrides.get(stream), args.recalibrate,
-                                       args.device)
+                                       args.device, truths)
         write_reports(scored.reports, layout.dqvl_dir(stream), run_id)
         results.append(result)
-        all_tests += list_test_files(dcfg.streams[stream], overrides.get(stream))
 
-    fused, note = fuse(results, dcfg.file_rule)
-    path, summary = write_outputs(results, fused, note, layout, run_id, read_labels(all_tests))
+    fused, note = fuse(results)
+    path, _, gate = write_outputs(results, fused, note, layout, run_id, dcfg)
     print()
-    _print_table(summary)
+    table = summary_table(results)
+    if len(table):
+        print(table.to_string(index=False))
+    print(verdict_line(gate))
     print(f"fused: {note}")
     for f in fused:
         print(f"  {f['asset']}: {f['decision']} ({f['detail']})")
-    print(f"decisions: {display_path(path)}; per-window: "
-          + ", ".join(display_path(layout.windows_csv(r.stream)) for r in results)
+    print(f"decisions: {display_path(path)}; per-window / events: "
+          + ", ".join(f"{display_path(layout.windows_csv(r.stream))} / "
+                      f"{display_path(layout.events_csv(r.stream))}" for r in results)
           + f"; per-file: {display_path(layout.file_summary)}")
     return 0
 

@@ -8,7 +8,8 @@ is stored transposed (52 x 500); every other file is (rows x 52).  Runs are samp
 :func:`materialise_tep` writes the demo data set used by ``make run`` and
 :func:`load_tep_protocol` hands the same split to the detection benchmark, so both follow
 one protocol: train ``d00``; calibration normal = first 480 rows of ``d00_te``; test normal
-= its last 480 rows; fault runs ``d01_te``..``d21_te`` abnormal from row 160 on.
+= its last 480 rows; fault runs ``d01_te``..``d21_te`` abnormal from row 160 on.  The demo
+adds the normal start of each fault run to calibration (see :data:`DEMO_PRE_ROWS`).
 """
 
 from __future__ import annotations
@@ -29,8 +30,16 @@ from sensor_data.files import LABELS_FILE
 CHANNELS = [f"xmeas_{i:02d}" for i in range(1, 42)] + [f"xmv_{i:02d}" for i in range(1, 12)]
 N_CHANNELS = len(CHANNELS)  # 52
 FAULT_IDS = tuple(range(1, 22))
+# Faults known to be nearly indistinguishable from normal operation in TEP (labelled
+# "hard" in the demo's ground truth and counted apart).
+HARD_FAULTS = (3, 9, 15)
 FAULT_START_ROW = 160  # 8 h at 3 min per row
 CALIB_ROWS = 480
+# Demo: the first rows of every fault test run are normal operation of an independent run.
+# The demo calibrates on rows 0..95 of each (plus the first half of d00_te) and tests on
+# rows 96.. (64 rows = one window of normal context before the onset), so calibration sees
+# how normal operation varies between runs and no test row is ever calibration data.
+DEMO_PRE_ROWS = 96
 SAMPLE_PERIOD_S = 180
 START = np.datetime64("2000-01-01T00:00:00", "ns")
 _NAME = re.compile(r"d(\d\d)(_te)?")
@@ -89,22 +98,28 @@ def _demo_files() -> list[tuple[str, Callable[[], str]]]:
         (f"{CALIB_DIR}/d00_te_calib.csv", csv("d00_te", slice(0, CALIB_ROWS))),
         (f"{TEST_DIR}/d00_te_normal.csv", csv("d00_te", slice(CALIB_ROWS, None))),
     ]
-    files += [(f"{TEST_DIR}/d{f:02d}_te.csv", csv(f"d{f:02d}_te")) for f in FAULT_IDS]
+    files += [(f"{CALIB_DIR}/d{f:02d}_te_pre.csv", csv(f"d{f:02d}_te", slice(0, DEMO_PRE_ROWS)))
+              for f in FAULT_IDS]
+    files += [(f"{TEST_DIR}/d{f:02d}_te.csv", csv(f"d{f:02d}_te", slice(DEMO_PRE_ROWS, None)))
+              for f in FAULT_IDS]
     files.append((f"{TEST_DIR}/{LABELS_FILE}", lambda: labels_frame().to_csv(index=False)))
     return files
 
 
 def labels_frame() -> pd.DataFrame:
-    """Ground truth of the demo test folder: ``fault_start_row`` empty for the normal file."""
+    """Ground truth of the demo test folder: ``fault_start_row`` empty for the normal file,
+    ``difficulty`` ``hard`` for :data:`HARD_FAULTS`."""
     rows: list[dict[str, Any]] = [
-        {"file": "d00_te_normal.csv", "fault_id": 0, "fault_start_row": None, "label": "normal"}
+        {"file": "d00_te_normal.csv", "fault_id": 0, "fault_start_row": None, "label": "normal",
+         "difficulty": ""}
     ]
     rows += [
         {
             "file": f"d{f:02d}_te.csv",
             "fault_id": f,
-            "fault_start_row": FAULT_START_ROW,
+            "fault_start_row": FAULT_START_ROW - DEMO_PRE_ROWS,  # row of the test file
             "label": "fault",
+            "difficulty": "hard" if f in HARD_FAULTS else "detectable",
         }
         for f in FAULT_IDS
     ]

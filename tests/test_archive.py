@@ -28,7 +28,7 @@ def _resave_as(root: Path, run_id: str) -> None:
 def test_thresholds_of_another_checkpoint_are_archived(run_root: Path, capsys) -> None:
     cfg = load_config("configs/patch.yaml")
     out = run_root / "artifacts/calibration/patchtst_thresholds.json"
-    policy = ThresholdPolicy(min_windows=10)
+    policy = ThresholdPolicy(min_tail_windows=3)
     first = calibrate(load_trained(CKPT), cfg, "data/local/calib/fdc/*.csv", policy, out,
                       progress=False)
     again = calibrate(load_trained(CKPT), cfg, "data/local/calib/fdc/*.csv", policy, out,
@@ -49,7 +49,7 @@ def test_decisions_of_another_checkpoint_are_archived(run_root: Path, capsys) ->
         "config": "configs/patch.yaml", "checkpoint": CKPT,
         "calibration_path": "data/local/calib/fdc/*.csv",
         "test_path": "data/local/train/fdc/train_0.csv"}},
-        "thresholds": {"min_windows": 10}}
+        "thresholds": {"min_tail_windows": 3}}
     (run_root / "configs/decision.yaml").write_text(yaml.safe_dump(decision))
     argv = ["--config", "configs/decision.yaml", "--stream", "patchtst"]
     out = run_root / "artifacts/decisions"

@@ -11,56 +11,25 @@ import pandas as pd
 import pytest
 import yaml
 
-from core.config import FileRule, ThresholdPolicy, load_decision_config
+from core.config import ThresholdPolicy, load_decision_config
 from core.errors import ConfigError, UserError
 from core.io import file_sha256
 from inference.calibration import (
     calibrate,
-    levels,
     load_thresholds,
     reference_windows,
     threshold_profile,
-    thresholds_from_scores,
 )
 from inference.checkpoint_io import load_trained
-from inference.decisions import file_level
 from inference.scoring import breakdown
 from pipelines.run_local_test_pipeline import main as pipeline_main
 from streams import load_config
 from tests.test_scoring import FDC_START_S, write_fdc, write_vib
 
-CONTRACT_KEYS = {"schema_version", "stream", "warn", "anomaly", "method", "n_windows",
-                 "source_files", "checkpoint", "created"}
-
-
-# --------------------------------------------------------------------------- pure rules
-def test_thresholds_follow_the_policy() -> None:
-    scores = np.arange(1, 1001, dtype=float)
-    warn, anomaly = thresholds_from_scores(scores, ThresholdPolicy())
-    assert warn == pytest.approx(np.quantile(scores, 0.99))
-    assert anomaly == pytest.approx(np.quantile(scores, 0.999))
-    assert np.mean(scores > warn) == pytest.approx(0.01, abs=1e-3)
-    policy = ThresholdPolicy(anomaly_method="max_margin", anomaly_margin=1.5)
-    assert thresholds_from_scores(scores, policy)[1] == pytest.approx(1500.0)
-    with pytest.raises(ValueError, match="anomaly_quantile"):
-        ThresholdPolicy(warn_quantile=0.99, anomaly_quantile=0.95)
-
-
-def test_levels_and_file_rule() -> None:
-    lv = levels(np.array([0.5, 1.0, 1.5, 2.0, 2.5]), warn=1.0, anomaly=2.0)
-    assert list(lv) == ["normal", "normal", "warn", "warn", "anomaly"]
-    rule = FileRule(min_fraction=0.1, min_windows=2)
-    normal = np.array(["normal"] * 40, dtype=object)
-    assert file_level(normal, rule) == "normal"
-    one_warn = normal.copy()
-    one_warn[3] = "warn"
-    assert file_level(one_warn, rule) == "normal"  # one window is not enough
-    flagged = normal.copy()
-    flagged[:4] = ["warn", "anomaly", "anomaly", "anomaly"]
-    assert file_level(flagged, rule) == "warn"  # 4 flagged windows, only 3 anomalies (need 4)
-    flagged[4] = "anomaly"
-    assert file_level(flagged, rule) == "anomaly"
-    assert file_level(np.array(["anomaly"]), rule) == "anomaly"  # a one-window file
+CONTRACT_KEYS = {"schema_version", "stream", "clear", "warn", "anomaly", "method", "levels",
+                 "n_windows", "effective_windows", "expected_false_alarms", "source_files",
+                 "checkpoint", "created"}
+SMALL = ThresholdPolicy(min_tail_windows=3)  # the fixture's calibration files are tiny
 
 
 # --------------------------------------------------------------------------- calibration
@@ -82,7 +51,7 @@ def test_thresholds_json_content(root: Path, tmp_path: Path) -> None:
     trained = load_trained("checkpoints/patchtst_ssl.pt")
     cfg = load_config("configs/patch.yaml")
     out = tmp_path / "patchtst_thresholds.json"
-    policy = ThresholdPolicy(min_windows=10)
+    policy = SMALL
     result = calibrate(trained, cfg, "data/local/calib/fdc/*.csv", policy, out, progress=False)
     saved = json.loads(out.read_text())
     assert saved == result
@@ -94,8 +63,16 @@ def test_thresholds_json_content(root: Path, tmp_path: Path) -> None:
     assert saved["checkpoint_sha256"] == file_sha256(root / "checkpoints/patchtst_ssl.pt")
     assert saved["training_paths_excluded"] == ["data/local/train/fdc/*.csv"]
     assert saved["error_profile"] == {"mode": "raw"}  # FDC default: raw errors
-    assert 0 < saved["warn"] <= saved["anomaly"] <= saved["score_summary"]["max"]
+    assert 0 < saved["clear"] < saved["warn"] < saved["anomaly"]
     assert saved["score_summary"]["fraction_above_warn"] <= 0.02
+    # what the thresholds rest on and what they promise
+    assert 1 <= saved["effective_windows"] <= saved["n_windows"]
+    assert {saved["levels"][k]["method"] for k in ("clear", "warn", "anomaly")} <= {"rank", "tail"}
+    fa = saved["expected_false_alarms"]
+    assert fa["method"] == "leave-one-block-out over 5 time blocks of 1 file(s)"
+    for level, target in (("warn", 0.01), ("anomaly", 0.001)):
+        lo, hi = fa[level]["interval_95"]
+        assert fa[level]["target"] == target and 0 <= lo <= fa[level]["estimate"] <= hi <= 1
     assert load_thresholds(out, "patchtst")["warn"] == saved["warn"]
     with pytest.raises(UserError, match="not 'swinmae'"):
         load_thresholds(out, "swinmae")
@@ -110,7 +87,7 @@ def test_relative_scores_use_a_held_apart_profile(root: Path, tmp_path: Path) ->
     trained = load_trained("checkpoints/swinmae_ssl.pt")
     cfg = load_config("configs/swin.yaml")
     out = tmp_path / "swinmae_thresholds.json"
-    saved = calibrate(trained, cfg, "data/local/calib/vib/*.csv", ThresholdPolicy(min_windows=10),
+    saved = calibrate(trained, cfg, "data/local/calib/vib/*.csv", SMALL,
                       out, progress=False)
     profile = saved["error_profile"]
     assert profile["mode"] == "relative" and saved["scoring"]["error_profile"] == "relative"
@@ -146,7 +123,7 @@ def _decision_config(root: Path, tmp_path: Path) -> Path:
                         "calibration_path": "data/local/calib/vib/*.csv",
                         "test_path": str(test / "vib" / "*.csv")},
         },
-        "thresholds": {"min_windows": 10},
+        "thresholds": {"min_tail_windows": 3},
         "calibration_dir": str(tmp_path / "calibration"),
         "output_dir": str(tmp_path / "decisions"),
     }
@@ -208,7 +185,27 @@ def test_pipeline_writes_decisions_for_both_streams(root: Path, tmp_path: Path, 
     assert {f["swinmae_file"] for f in decisions["fused"]} == {"normal_v.csv"}
     assert {f["patchtst_file"] for f in decisions["fused"]} == {"normal_a.csv", "fault_b.csv"}
     assert all(f["decision"] in ("normal", "warn", "anomaly") for f in decisions["fused"])
-    assert "correct against labels.csv" in printed and "dropped patchtst broken.csv" in printed
+    # events: the file decision is the highest event level; each event names contributors
+    for block in decisions["streams"].values():
+        assert block["alarm"] == {"raise_k": 3, "raise_n": 5, "clear_windows": 5}
+        assert block["effective"]["device"] == "cpu" and block["effective"]["amp"] == "off (CPU)"
+        for f in block["files"]:
+            levels = [e["level"] for e in f["events"]]
+            expect = "anomaly" if "anomaly" in levels else "warn" if levels else "normal"
+            assert f["decision"] == expect and f["n_events"] == len(levels)
+            for e in f["events"]:
+                assert e["start_window"] <= e["raised_window"] <= e["end_window"]
+                assert e["contributors"] and e["peak_score"] >= block["thresholds"]["warn"]
+    labelled = {f["file_id"]: f for f in fdc["files"]}
+    assert labelled["normal_a.csv"]["label"] == "normal"
+    assert labelled["fault_b.csv"]["label"] == "fault"
+    events = pd.read_csv(out / "patchtst_events.csv")
+    assert list(events.columns[:6]) == ["file", "event", "level", "start", "raised_at", "end"]
+    assert len(events) == sum(f["n_events"] for f in fdc["files"])
+    gate = decisions["decision_gate"]
+    assert gate["normal_files"] == 1 and gate["faults"] == 1
+    assert gate["checkpoints"]["patchtst"] == fdc["checkpoint_sha256"]
+    assert "decision gate" in printed and "broken.csv" in printed
 
 
 def test_pipeline_single_stream_and_reuses_thresholds(root: Path, tmp_path: Path,
@@ -226,12 +223,12 @@ def test_pipeline_single_stream_and_reuses_thresholds(root: Path, tmp_path: Path
                           "--recalibrate"]) == 0
     assert "calibrating (--recalibrate)" in capsys.readouterr().out
     raw = yaml.safe_load(config.read_text())
-    raw["thresholds"]["warn_quantile"] = 0.95
+    raw["thresholds"]["warn_quantile"] = 0.98
     config.write_text(yaml.safe_dump(raw))
     assert pipeline_main(["--config", str(config), "--stream", "patchtst"]) == 0
     assert "calibrating (the threshold policy changed" in capsys.readouterr().out
     thr = json.loads((tmp_path / "calibration" / "patchtst_thresholds.json").read_text())
-    assert thr["policy"]["warn_quantile"] == 0.95
+    assert thr["policy"]["warn_quantile"] == 0.98
 
 
 def test_decision_runs_of_two_streams_share_a_folder(root: Path, tmp_path: Path, capsys) -> None:

@@ -564,7 +564,7 @@ def test_materialise_tep_writes_demo_set_and_never_overwrites(tmp_path: Path) ->
     messages: list[str] = []
     written = materialise_tep(tmp_path, log=messages.append)
     rel = sorted(p.relative_to(tmp_path).as_posix() for p in written)
-    assert len(rel) == 24 and "data/local/test/fdc/d05_te.csv" not in rel
+    assert len(rel) == 24 + 21 and "data/local/test/fdc/d05_te.csv" not in rel
     assert "data/local/train/fdc/d00.csv" in rel and "data/local/test/fdc/d21_te.csv" in rel
     assert "data/local/calib/fdc/d00_te_calib.csv" in rel
     assert "data/local/test/fdc/d00_te_normal.csv" in rel
@@ -579,15 +579,24 @@ def test_materialise_tep_writes_demo_set_and_never_overwrites(tmp_path: Path) ->
     np.testing.assert_allclose(calib.values, protocol["calib"], rtol=1e-6)
     np.testing.assert_allclose(normal.values, protocol["test_normal"], rtol=1e-6)
     assert normal.timestamps[0] == np.datetime64("2000-01-02T00:00:00")  # row 480 x 3 min
+    # the normal start of each fault run calibrates; the test file is the rest of the run
+    pre = read_fdc(tmp_path / "data/local/calib/fdc/d07_te_pre.csv")
+    test7 = read_fdc(tmp_path / "data/local/test/fdc/d07_te.csv")
+    np.testing.assert_allclose(np.vstack([pre.values, test7.values]), protocol["fault_runs"][7],
+                               rtol=1e-6)
+    assert pre.values.shape == (96, 52) and test7.timestamps[0] == np.datetime64(
+        "2000-01-01T04:48:00")
     labels = pd.read_csv(tmp_path / "data/local/test/fdc/labels.csv")
     assert len(labels) == 22
     normal_row = labels.iloc[0]
     assert normal_row["file"] == "d00_te_normal.csv" and normal_row["label"] == "normal"
     assert pd.isna(normal_row["fault_start_row"])
-    assert (labels["fault_start_row"].iloc[1:] == 160).all()
+    assert (labels["fault_start_row"].iloc[1:] == 160 - 96).all()  # onset at 08:00
     assert labels["fault_id"].tolist() == list(range(22))
+    hard = labels[labels["difficulty"] == "hard"]["fault_id"].tolist()
+    assert hard == [3, 9, 15]
 
     before = {p: p.stat().st_mtime_ns for p in written}
     assert materialise_tep(tmp_path, log=messages.append) == []
     assert all(p.stat().st_mtime_ns == t for p, t in before.items())
-    assert "25 existing file(s)" in messages[-1]
+    assert "46 existing file(s)" in messages[-1]

@@ -213,7 +213,7 @@ def test_third_stream_runs_through_every_cli(tmp_path: Path) -> None:
                                     "checkpoint": "checkpoints/toy.pt",
                                     "calibration_path": "data/toy/calib/*.csv",
                                     "test_path": "data/toy/test/*.csv"}},
-                "thresholds": {"min_windows": 10}}
+                "thresholds": {"min_tail_windows": 3}}
     (root / "configs/decision.yaml").write_text(yaml.safe_dump(decision))
     site = _plugin_path(tmp_path)
 
