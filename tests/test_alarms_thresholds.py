@@ -39,6 +39,12 @@ def test_effective_size_counts_independent_blocks() -> None:
 
 
 # --------------------------------------------------------------------------- levels
+def test_little_data_warns_that_thresholds_are_shaky(capsys) -> None:  # noqa: ANN001
+    scores = np.exp(0.3 * ar1(300, 0.9, 9))
+    fit_thresholds(scores, ["f"] * 300, ThresholdPolicy(), "calibration of y")
+    assert "warning: calibration of y" in capsys.readouterr().out
+
+
 def test_enough_independent_data_gives_finite_sample_ranks() -> None:
     scores = np.random.default_rng(2).exponential(size=20000)
     fits = fit_thresholds(scores, ["f"] * len(scores), ThresholdPolicy())
@@ -60,10 +66,11 @@ def test_overlapping_windows_get_a_fitted_tail_not_a_raw_quantile() -> None:
 
 
 def test_too_little_data_is_refused_with_how_much_more() -> None:
-    scores = np.exp(0.3 * ar1(60, 0.97, 4))
+    scores = np.exp(0.3 * ar1(40, 0.97, 4))
+    assert effective_size(scores) < 8
     with pytest.raises(DataError, match=r"effective independent windows.*need at least 8: add "
                                         r"normal data worth about \d+ more windows"):
-        fit_thresholds(scores, ["f"] * 60, ThresholdPolicy(), "calibration of x")
+        fit_thresholds(scores, ["f"] * 40, ThresholdPolicy(), "calibration of x")
     with pytest.raises(DataError, match="rank threshold at exceedance 0.001 needs 999"):
         fit_thresholds(np.random.default_rng(5).normal(size=300), ["f"] * 300,
                        ThresholdPolicy(method="rank"))
