@@ -3,7 +3,8 @@
 The state is everything the dashboard shows, in one JSON file: pipeline node statuses
 (live from ``artifacts/pipeline/status.json``, else inferred from the artifacts on disk),
 epoch progress, the validation checklist, loss series, config highlights, artifact
-readiness, DQVL counts and the latest test run.  It is validated against
+readiness, DQVL counts and the latest test run (with its decision gate, marked stale when a
+checkpoint changed after the decision run).  It is validated against
 ``training_dashboard/schema/dashboard-state.schema.json`` before it is written (a
 failure is a bug in this exporter), holds only repository-relative paths, and is written
 atomically.  ``--persist-run-history`` also stores a snapshot per run id and updates
@@ -32,7 +33,7 @@ import streams
 from core.cli import run_main
 from core.config import StreamConfig, effective_config
 from core.errors import UserError
-from core.io import atomic_write_json
+from core.io import atomic_write_json, file_sha256
 from core.layout import (
     BUNDLE_DIR,
     CHECKLIST,
@@ -290,33 +291,87 @@ def load_checklist(
     return preview, False
 
 
-def cap_windows(windows: list[dict[str, Any]], cap: int = WINDOW_CAP) -> list[dict[str, Any]]:
-    """At most ``cap`` windows: every warn/anomaly window first (highest scores), the rest
-    filled with evenly spaced normal ones, in the original order."""
+def _event_positions(windows: list[dict[str, Any]], events: list[dict[str, Any]]) -> set[int]:
+    """Positions of the windows inside an alarm event (by window index, both ends included)."""
+    inside: set[int] = set()
+    for event in events:
+        inside.update(range(event["start_window"], event["end_window"] + 1))
+    return {i for i, w in enumerate(windows) if w.get("index") in inside}
+
+
+def cap_windows(
+    windows: list[dict[str, Any]], cap: int = WINDOW_CAP,
+    events: list[dict[str, Any]] | None = None,
+) -> list[dict[str, Any]]:
+    """At most ``cap`` windows, in the original order: every window inside an event (even
+    past ``cap``: the timeline draws each event over its own windows), then the other
+    warn/anomaly windows (highest scores first), the rest filled with evenly spaced normal
+    ones."""
     if len(windows) <= cap:
         return windows
-    flagged = [i for i, w in enumerate(windows) if w.get("level") != "normal"]
-    flagged = sorted(flagged, key=lambda i: -(windows[i].get("score") or 0.0))[:cap]
-    normal = [i for i, w in enumerate(windows) if w.get("level") == "normal"]
-    room = cap - len(flagged)
+    kept = _event_positions(windows, events or [])
+    flagged = [i for i, w in enumerate(windows) if w.get("level") != "normal" and i not in kept]
+    flagged.sort(key=lambda i: -(windows[i].get("score") or 0.0))
+    kept.update(flagged[: max(0, cap - len(kept))])
+    normal = [i for i, w in enumerate(windows) if w.get("level") == "normal" and i not in kept]
+    room = max(0, cap - len(kept))
     step = len(normal) / room if room else 0
-    picked = set(flagged) | {normal[int(k * step)] for k in range(room)}
-    return [windows[i] for i in sorted(picked)]
+    kept.update(normal[int(k * step)] for k in range(room))
+    return [windows[i] for i in sorted(kept)]
 
 
-def load_test_run(root: Path, decisions: DecisionLayout) -> dict[str, Any] | None:
+def gate_stale_reason(decisions_path: Path, gate: dict[str, Any],
+                      checkpoints: dict[str, Path]) -> str | None:
+    """Why the decision gate no longer speaks for the checkpoints on disk (None: it does).
+    The gate judged the models whose sha256 it recorded (null: not known); a checkpoint
+    retrained or replaced since (other bytes, or written after decisions.json) has not been
+    judged yet."""
+    decided = decisions_path.stat().st_mtime
+    recorded = gate.get("checkpoints", {})
+    reasons = []
+    for stream, path in sorted(checkpoints.items()):
+        if not path.is_file():
+            reasons.append(f"{stream} checkpoint missing")
+        elif recorded.get(stream) and recorded[stream] != file_sha256(path):
+            reasons.append(f"{stream} checkpoint changed")
+        elif path.stat().st_mtime > decided:
+            reasons.append(f"{stream} checkpoint newer than the decisions")
+    return "; ".join(reasons) or None
+
+
+def _drop_bad_gate(data: Any, where: str) -> None:
+    """A malformed decision gate is dropped with a warning, so the test run still shows."""
+    if (isinstance(data, dict) and "decision_gate" in data
+            and not conforms(data["decision_gate"], "decision_gate")):
+        print(f"warning: {where}: decision_gate does not match the format, ignored",
+              file=sys.stderr)
+        del data["decision_gate"]
+
+
+def load_test_run(
+    root: Path, decisions: DecisionLayout, runs: dict[str, RunLayout]
+) -> dict[str, Any] | None:
+    """The latest decisions.json with windows capped per file and its decision gate marked
+    ``stale`` (with ``stale_reason``) when a current checkpoint is not the one it judged."""
     data = _read_json(decisions.decisions)
     if data is None:
         return None
+    where = repo_rel(decisions.decisions, root)
+    _drop_bad_gate(data, where)
     if not conforms(data, "test_run"):
-        print(f"warning: {repo_rel(decisions.decisions, root)} does not match the decisions "
-              "format, ignored", file=sys.stderr)
+        print(f"warning: {where} does not match the decisions format, ignored", file=sys.stderr)
         return None
     for stream in data["streams"].values():
         for item in stream["files"]:
             if len(item["windows"]) > WINDOW_CAP:
-                item["windows"] = cap_windows(item["windows"])
+                item["windows"] = cap_windows(item["windows"], events=item.get("events", []))
                 item["windows_truncated"] = True
+    gate = data.get("decision_gate")
+    if gate is not None:
+        judged = {*data["streams"], *gate.get("checkpoints", {})}
+        reason = gate_stale_reason(decisions.decisions, gate,
+                                   {s: runs[s].checkpoint for s in judged if s in runs})
+        gate.update(stale=reason is not None, stale_reason=reason)
     return data
 
 
@@ -381,7 +436,7 @@ def build_state(
         "config": {s: config_highlights(effective_config(cfg)) for s, cfg in configs.items()},
         "artifacts": build_artifacts(root, configs, decisions),
         "dqvl": dqvl,
-        "test_run": load_test_run(root, decisions),
+        "test_run": load_test_run(root, decisions, runs),
     }
     state = _clean(state, str(root))
     validate_state(state)

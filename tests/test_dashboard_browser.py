@@ -174,6 +174,12 @@ def test_training_view_shows_graph_checklist_and_losses(browser: Browser, tmp_pa
                 f"{item['id']}. {item['title']}", use_inner_text=True)
             expect(li).to_have_attribute("data-key", item["key"])
         expect(page.locator("#checklist li.FAIL .check-hint")).to_contain_text("make_bundle")
+        gate = page.locator("#decision-gate")
+        expect(gate.locator("h3")).to_have_text("Decision quality", use_inner_text=False)
+        expect(gate.locator(".gate-item")).to_have_attribute("data-status", "PASS")
+        expect(gate).to_contain_text("2/2 normal files without alarm events")
+        assert page.locator("#checklist").evaluate("l => l.scrollHeight <= l.clientHeight + 1"), \
+            "the seven checks and the decision gate must fit the panel without scrolling"
         for stream in ("patchtst", "swinmae"):
             chart = page.locator(f"#loss-{stream}")
             expect(chart.locator("path.series.train")).to_have_count(1)
@@ -271,9 +277,26 @@ def test_history_comparison_highlights_changes(browser: Browser, tmp_path: Path,
             "changed")
 
 
+def fixture_state() -> dict[str, Any]:
+    return json.loads((FIXTURES / "dashboard-state.json").read_text())
+
+
+def write_state(root: Path, state: dict[str, Any]) -> Path:
+    """``populate(root)`` with ``state`` as the exported dashboard state."""
+    populate(root)
+    (root / "training_dashboard/data/dashboard-state.json").write_text(json.dumps(state))
+    return root
+
+
+def event_span_click(page: Page, event_id: int) -> None:
+    """Click an event's span near its top-left corner, where no point sits on top of it."""
+    page.locator(f"#timeline rect.event-span[data-event='{event_id}']").click(
+        position={"x": 3, "y": 16})
+
+
 def test_test_runs_timeline_and_breakdown(browser: Browser, tmp_path: Path,
                                           shots) -> None:  # noqa: ANN001
-    decisions = json.loads((FIXTURES / "dashboard-state.json").read_text())["test_run"]
+    decisions = fixture_state()["test_run"]
     fdc = decisions["streams"]["patchtst"]["files"][1]
     with serve(populate(tmp_path)) as url, open_page(browser, url) as page:
         page.click("button[data-tab='test']")
@@ -282,7 +305,7 @@ def test_test_runs_timeline_and_breakdown(browser: Browser, tmp_path: Path,
         expect(points).to_have_count(fdc["n_windows"])
         expect(page.locator("#timeline circle.level-anomaly")).to_have_count(fdc["n_anomaly"])
         expect(page.locator("#timeline circle.level-warn")).to_have_count(fdc["n_warn"])
-        expect(page.locator("#timeline line.hline")).to_have_count(2)
+        expect(page.locator("#timeline line.hline")).to_have_count(3)  # clear, warn, anomaly
         expect(page.locator("#timeline")).to_contain_text("anomaly 0.61")
         window = fdc["windows"][20]
         points.nth(20).click()
@@ -292,7 +315,6 @@ def test_test_runs_timeline_and_breakdown(browser: Browser, tmp_path: Path,
         top = max(window["contributions"], key=window["contributions"].get)
         expect(rows.first).to_have_attribute("data-name", top)
         expect(page.locator("#breakdown")).to_contain_text("top 12 of 52")
-        shots(page, "test_runs_fdc")
         page.click("#test-stream button[data-stream='swinmae']")
         vib = decisions["streams"]["swinmae"]["files"][1]
         expect(page.locator("#timeline-title")).to_contain_text(vib["file_id"])
@@ -302,7 +324,133 @@ def test_test_runs_timeline_and_breakdown(browser: Browser, tmp_path: Path,
         expect(page.locator("#breakdown .bar-row")).to_have_count(3 + 4)
         expect(page.locator("#breakdown")).to_contain_text("Per frequency band")
         expect(page.locator("#test-extra")).to_contain_text("vib_pump_c_short.csv")
+
+
+def test_events_onset_and_truth_on_the_test_tab(browser: Browser, tmp_path: Path,
+                                                shots) -> None:  # noqa: ANN001
+    decisions = fixture_state()["test_run"]
+    fdc_stream = decisions["streams"]["patchtst"]
+    fdc = fdc_stream["files"][1]
+    with serve(populate(tmp_path)) as url, open_page(browser, url) as page:
+        page.click("button[data-tab='test']")
+        rows = page.locator("#test-files tbody tr")
+        expect(rows).to_have_count(len(fdc_stream["files"]))
+        for f in fdc_stream["files"]:
+            row = page.locator(f"#test-files tr[data-file='{f['file_id']}']")
+            expect(row.locator("td.truth .pill")).to_have_text(f["label"])
+            expect(row.locator("td.events")).to_have_text(str(f["n_events"]))
+            expect(row.locator(".tag")).to_have_count(1 if f.get("difficulty") else 0)
+        hard = page.locator("#test-files tr[data-file='te_d15_te_hard.csv']")
+        expect(hard.locator(".tag")).to_have_text("hard", use_inner_text=False)
+        expect(hard.locator(".disagree")).to_have_count(1)
+        expect(page.locator(f"#test-files tr[data-file='{fdc['file_id']}'] td.first-alarm")
+               ).to_have_text(fdc["first_alarm"][11:16])
+        table = page.locator("#test-files")
+        fits = table.evaluate("t => t.scrollWidth <= t.parentElement.clientWidth")
+        assert fits, "the file table is wider than its panel"
+        expect(page.locator("#test-effective")).to_contain_text("what ran")
+        expect(page.locator("#test-effective")).to_contain_text("epochs trained 38")
+        expect(page.locator("#test-meta")).to_contain_text("clear 0.36")
+        timeline = page.locator("#timeline")
+        spans = timeline.locator("rect.event-span")
+        expect(spans).to_have_count(len(fdc["events"]))
+        for i, e in enumerate(fdc["events"]):
+            expect(spans.nth(i)).to_have_class(f"event-span level-{e['level']}")
+        expect(timeline.locator(".fault-onset line")).to_have_count(1)
+        expect(timeline.locator(".fault-onset")).to_contain_text("fault onset")
+        expect(timeline).to_contain_text("time · 2026-02-20")
+        expect(timeline).to_contain_text("12:00")  # tick labels are times of day
+        event = fdc["events"][1]
+        event_span_click(page, event["id"])
+        expect(page.locator("#breakdown-title")).to_have_text(
+            f"Event {event['id']} · {event['level']} · 4 h 24 min")
+        expect(page.locator("#breakdown-meta")).to_contain_text("after fault onset")
+        bars = page.locator("#breakdown .bar-row")
+        expect(bars).to_have_count(len(event["contributors"]))
+        top = max(event["contributors"], key=event["contributors"].get)
+        expect(bars.first).to_have_attribute("data-name", top)
+        expect(page.locator(f"#timeline rect.event-span[data-event='{event['id']}']")
+               ).to_have_class(f"event-span level-{event['level']} selected")
+        shots(page, "test_runs_fdc")
+        first = fdc["events"][0]
+        page.click(f"#event-list button[data-event='{first['id']}']")
+        expect(page.locator("#breakdown-title")).to_contain_text(f"Event {first['id']} · warn")
+        page.click("#test-stream button[data-stream='swinmae']")
+        vib = decisions["streams"]["swinmae"]["files"][1]
+        (vib_event,) = vib["events"]
+        expect(timeline.locator("rect.event-span.level-anomaly")).to_have_count(1)
+        expect(timeline.locator(".fault-onset line")).to_have_count(1)
+        expect(timeline.locator("text.axis-label").first).to_have_text("window")
+        event_span_click(page, vib_event["id"])
+        expect(page.locator("#breakdown-title")).to_have_text(
+            f"Event 1 · anomaly · {vib_event['n_windows']} windows")
+        top = max(vib_event["contributors"], key=vib_event["contributors"].get)
+        expect(page.locator("#breakdown .bar-row").first).to_have_attribute("data-name", top)
+        expect(page.locator("#breakdown")).to_contain_text("Per frequency band")
+        expect(page.locator("#breakdown .bar-row")).to_have_count(3 + 4)
         shots(page, "test_runs_vibration")
+
+
+def _checks_pass(state: dict[str, Any]) -> None:
+    checklist = state["checklist"]
+    for item in checklist["items"]:
+        item.update(status="PASS", hint="")
+    checklist.update(passed=7, ok=True)
+
+
+def _gate_fails(state: dict[str, Any]) -> None:
+    _checks_pass(state)
+    state["test_run"]["decision_gate"].update(
+        ok=False, status="fail", normal_with_events=["patchtst:te_d00_te_normal.csv"],
+        detail="1/2 normal files without alarm events; 2/2 faults decided anomaly (need 85%)")
+
+
+def _fault_missed(state: dict[str, Any]) -> None:
+    _checks_pass(state)
+    state["test_run"]["decision_gate"].update(
+        ok=False, status="fail", missed=["patchtst:te_d06_te_fault.csv"], faults_detected=1,
+        detail="2/2 normal files without alarm events; 1/2 faults decided anomaly (need 85%)")
+
+
+def _gate_stale(state: dict[str, Any]) -> None:
+    _checks_pass(state)
+    state["test_run"]["decision_gate"].update(stale=True,
+                                              stale_reason="patchtst checkpoint changed")
+
+
+def _no_test_run(state: dict[str, Any]) -> None:
+    _checks_pass(state)
+    state["test_run"] = None
+
+
+@pytest.mark.parametrize(
+    ("mutate", "verdict", "text", "gate_status"),
+    [
+        (_checks_pass, "ok", "✓ Ready to promote · 7/7 + decisions", "PASS"),
+        (_gate_fails, "bad", "✗ Not ready · 7/7 checks, decisions: 1 normal file raised alarms",
+         "FAIL"),
+        (_fault_missed, "bad", "✗ Not ready · 7/7 checks, decisions: 1 of 2 faults missed", "FAIL"),
+        (_gate_stale, "warn",
+         "✗ Not ready · 7/7 checks, decisions stale (patchtst checkpoint changed)", "STALE"),
+        (_no_test_run, "warn", "✗ Not ready · 7/7 checks, no test run yet", "NONE"),
+    ],
+    ids=["passing", "false-alarm", "missed-fault", "stale", "no-test-run"],
+)
+def test_badge_is_green_only_when_checks_and_decisions_pass(
+    browser: Browser, tmp_path: Path, shots, mutate, verdict: str, text: str,  # noqa: ANN001
+    gate_status: str,
+) -> None:
+    state = fixture_state()
+    mutate(state)
+    with serve(write_state(tmp_path, state)) as url, open_page(browser, url) as page:
+        expect(page.locator("#verdict")).to_have_class(f"verdict {verdict}")
+        expect(page.locator("#verdict")).to_have_text(text)
+        expect(page.locator("#checklist li")).to_have_count(7)
+        expect(page.locator("#decision-gate .gate-item")).to_have_attribute("data-status",
+                                                                             gate_status)
+        if gate_status == "STALE":
+            expect(page.locator("#decision-gate")).to_contain_text("run the test pipeline again")
+        shots(page, f"badge_{mutate.__name__.strip('_')}")
 
 
 def test_empty_state_says_what_to_run(browser: Browser, tmp_path: Path,

@@ -24,7 +24,7 @@ const App = {
   wasRunning: false,
   snapshots: {}, // run id -> state snapshot (history comparison)
   compare: { a: null, b: null },
-  test: { stream: "patchtst", file: null, window: null },
+  test: { stream: "patchtst", file: null, window: null, event: null },
   graph: { pos: {}, view: { k: 1, tx: 0, ty: 0 }, hidden: new Set(), selected: null, key: "", nodeW: 150 },
 };
 window.__dashboardLoadId = Math.random().toString(36).slice(2);
@@ -80,6 +80,41 @@ function fmtTime(iso) {
     hour: "2-digit", minute: "2-digit" });
 }
 
+/* Window times carry no zone (the sensor clock): read and shown as UTC, so the page shows
+ * the same wall-clock times as the data files on any machine. */
+function parseTime(value) {
+  if (typeof value !== "string") return NaN;
+  return Date.parse(/(z|[+-]\d\d:?\d\d)$/i.test(value) ? value : `${value}Z`);
+}
+
+/* Time of day, as precise as the value needs (minutes, seconds or milliseconds). */
+function clock(ms) {
+  const iso = new Date(ms).toISOString();
+  if (iso.slice(20, 23) !== "000") return iso.slice(11, 23);
+  return iso.slice(17, 19) === "00" ? iso.slice(11, 16) : iso.slice(11, 19);
+}
+
+/* A window or event position: a time of day for ISO times, else the row/sample number. */
+function fmtPos(value) {
+  const ms = parseTime(value);
+  return Number.isNaN(ms) ? String(value) : clock(ms);
+}
+
+function fmtSeconds(s) {
+  if (s < 90) return `${Math.round(s)} s`;
+  if (s < 5400) return `${Math.round(s / 60)} min`;
+  if (s < 172800) {
+    const min = Math.round((s % 3600) / 60);
+    return `${Math.floor(s / 3600)} h${min ? ` ${min} min` : ""}`;
+  }
+  return `${(s / 86400).toFixed(1)} d`;
+}
+
+/* Files without timestamps have no duration in seconds: their events count windows. */
+function fmtEventLength(e) {
+  return Number.isFinite(e.duration_s) ? fmtSeconds(e.duration_s) : `${e.n_windows} windows`;
+}
+
 function relTime(iso) {
   const t = Date.parse(iso);
   if (Number.isNaN(t)) return "";
@@ -105,6 +140,27 @@ function tickLabel(v, step) {
   let d = 0;
   while (d < 6 && Math.abs(Math.round(step * 10 ** d) - step * 10 ** d) > 1e-6) d += 1;
   return v.toFixed(d);
+}
+
+const TIME_STEPS_S = [0.1, 0.2, 0.5, 1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200,
+  10800, 21600, 43200, 86400];
+
+/* Ticks on a time axis (ms): whole clock steps (0.1 s … 1 day), all labelled alike: as
+ * dates once a step is a day, else times of day down to the step's precision. */
+function timeTicks(lo, hi, count) {
+  const raw = (hi - lo) / Math.max(1, count) / 1000;
+  const stepS = TIME_STEPS_S.find((s) => s >= raw) || Math.ceil(raw / 86400) * 86400;
+  const step = stepS * 1000;
+  const [from, to] = stepS >= 86400 ? [5, 10] : stepS >= 60 ? [11, 16] : stepS >= 1 ? [11, 19] : [11, 21];
+  const label = (v) => new Date(v).toISOString().slice(from, to);
+  const ticks = [];
+  for (let v = Math.ceil(lo / step) * step; v <= hi; v += step) ticks.push({ v, label: label(v) });
+  return ticks;
+}
+
+function numberTicks(lo, hi, count, integer) {
+  const { ticks, step } = niceTicks(lo, hi, count);
+  return ticks.filter((v) => !integer || Number.isInteger(v)).map((v) => ({ v, label: tickLabel(v, Math.max(step, integer ? 1 : 0)) }));
 }
 
 /* ------------------------------------------------------------------ API */
@@ -171,10 +227,51 @@ function renderHeader() {
   if (!c) {
     v.className = "verdict unknown";
     v.textContent = s ? "no checklist yet" : "no run yet";
+    v.title = "Post-training validation checklist and decision gate";
     return;
   }
-  v.className = `verdict ${c.ok ? "ok" : "bad"}`;
-  v.textContent = c.ok ? `✓ Ready to promote · ${c.passed}/${c.total}` : `✗ Not ready · ${c.passed}/${c.total} checks passed`;
+  const gate = s.test_run && s.test_run.decision_gate;
+  const problem = decisionProblem(s.test_run);
+  v.title = `Validation checklist: ${c.passed}/${c.total} passed. Decision gate: ${gateDetail(s.test_run)}`;
+  if (c.ok && !problem) {
+    v.className = "verdict ok";
+    v.textContent = `✓ Ready to promote · ${c.passed}/${c.total} + decisions`;
+    return;
+  }
+  const failed = !c.ok || (gate && !gate.stale && gate.status === "fail");
+  v.className = `verdict ${failed ? "bad" : "warn"}`;
+  if (!problem) { v.textContent = `✗ Not ready · ${c.passed}/${c.total} checks passed`; return; }
+  // Two lines, so the reason fits the header next to the run id.
+  clear(v).append(el("span", { text: `✗ Not ready · ${c.passed}/${c.total} checks,` }), " ", el("span", { class: "why", text: problem }));
+}
+
+/* Why the latest test run does not back a promotion, or null when its decision gate passed
+ * for the checkpoints on disk (the exporter marks a gate stale when one changed since). */
+function decisionProblem(tr) {
+  const g = tr && tr.decision_gate;
+  if (!tr) return "no test run yet";
+  if (!g) return "decisions: no decision gate in this test run";
+  if (g.stale) return `decisions stale (${g.stale_reason || "checkpoint changed"})`;
+  if (g.ok) return null;
+  if (g.status === "no_labels") return "decisions: no labels to judge them";
+  return `decisions: ${gateFailure(g)}`;
+}
+
+/* The gate's two rules in a few words: false alarms on normal files, and labelled faults
+ * (not counting the hard ones) missed; anything else in the gate's own words. */
+function gateFailure(g) {
+  const parts = [];
+  const alarmed = (g.normal_with_events || []).length;
+  if (alarmed) parts.push(`${alarmed} normal file${alarmed === 1 ? "" : "s"} raised alarms`);
+  if ((g.missed || []).length) parts.push(`${g.missed.length} of ${g.faults} faults missed`);
+  return parts.join(", ") || g.detail;
+}
+
+function gateDetail(tr) {
+  const g = tr && tr.decision_gate;
+  if (!tr) return "no test run yet: start a test run (Training tab) or python -m pipelines.run_local_test_pipeline.";
+  if (!g) return "this decisions.json has no decision gate (written by an older version): run the test pipeline again.";
+  return g.stale ? `Stale: ${g.stale_reason} since this test run; run the test pipeline again. It said: ${g.detail}` : g.detail;
 }
 
 /* ------------------------------------------------------------------ pipeline graph */
@@ -484,6 +581,21 @@ function renderChecklist() {
   }
 }
 
+/* The decision gate sits under the seven checks, apart from them: it judges the models'
+ * decisions on labelled test files, not the artifacts of the training run. */
+function renderDecisionGate() {
+  const box = clear($("#decision-gate"));
+  box.hidden = !App.state;
+  if (!App.state) return;
+  const tr = App.state.test_run;
+  const g = tr && tr.decision_gate;
+  const status = !g ? "NONE" : g.stale ? "STALE" : g.ok ? "PASS" : g.status === "no_labels" ? "NONE" : "FAIL";
+  const detail = gateDetail(tr);
+  box.append(el("h3", { text: "Decision quality" }), el("div", { class: `gate-item ${status}`, "data-status": status },
+    el("span", { class: `badge ${status}`, text: status === "NONE" ? "—" : status }),
+    el("span", { class: "gate-text", title: detail }, el("b", { text: "Decision gate" }), ` · ${detail}`)));
+}
+
 /* ------------------------------------------------------------------ charts */
 /* Charts are drawn at their real pixel size (crisp text, no scaled fonts), so a chart
  * whose box changes size (layout settling, a tab becoming visible) is drawn again. */
@@ -511,7 +623,7 @@ function drawLineChart(root, opts) {
     return null;
   }
   const m = { l: 54, r: 14, t: 10, b: 30 };
-  const xsAll = all.map((p) => p[0]);
+  const xsAll = all.map((p) => p[0]).concat(opts.xExtent || []);
   const ysAll = all.map((p) => p[1]).concat((opts.hlines || []).map((h) => h.y));
   let [x0, x1] = [Math.min(...xsAll), Math.max(...xsAll)];
   if (x1 === x0) { x0 -= 1; x1 += 1; }
@@ -522,22 +634,24 @@ function drawLineChart(root, opts) {
   for (let v = y0; v <= y1 + yt.step * 1e-6; v += yt.step) yt.ticks.push(Number(v.toPrecision(12)));
   const sx = (x) => m.l + ((x - x0) / (x1 - x0)) * (W - m.l - m.r);
   const sy = (y) => H - m.b - ((y - y0) / (y1 - y0 || 1)) * (H - m.t - m.b);
-  const xt = niceTicks(x0, x1, Math.max(2, Math.floor((W - m.l - m.r) / 64)));
-  const xTicks = opts.integerX ? xt.ticks.filter((v) => Number.isInteger(v)) : xt.ticks;
+  const xCount = Math.max(2, Math.floor((W - m.l - m.r) / (opts.xTime ? 72 : 64)));
+  const xTicks = opts.xTime ? timeTicks(x0, x1, xCount) : numberTicks(x0, x1, xCount, opts.integerX);
   for (const v of yt.ticks) {
     if (v < y0 - 1e-12 || v > y1 + 1e-12) continue;
     root.append(svg("line", { class: "grid", x1: m.l, x2: W - m.r, y1: sy(v), y2: sy(v) }));
     root.append(svg("text", { x: m.l - 6, y: sy(v) + 4, "text-anchor": "end" }, tickLabel(v, yt.step)));
   }
-  for (const v of xTicks) {
+  for (const { v, label } of xTicks) {
     if (v < x0 || v > x1) continue;
     root.append(svg("line", { class: "axis", x1: sx(v), x2: sx(v), y1: H - m.b, y2: H - m.b + 4 }));
-    root.append(svg("text", { x: sx(v), y: H - m.b + 15, "text-anchor": "middle" }, tickLabel(v, Math.max(xt.step, opts.integerX ? 1 : 0))));
+    root.append(svg("text", { x: sx(v), y: H - m.b + 15, "text-anchor": "middle" }, label));
   }
   root.append(svg("line", { class: "axis", x1: m.l, x2: m.l, y1: m.t, y2: H - m.b }));
   root.append(svg("line", { class: "axis", x1: m.l, x2: W - m.r, y1: H - m.b, y2: H - m.b }));
   if (opts.xLabel) root.append(svg("text", { x: m.l + (W - m.l - m.r) / 2, y: H - 2, "text-anchor": "middle", class: "axis-label" }, opts.xLabel));
   if (opts.yLabel) root.append(svg("text", { x: 11, y: m.t + (H - m.t - m.b) / 2, transform: `rotate(-90 11 ${m.t + (H - m.t - m.b) / 2})`, "text-anchor": "middle", class: "axis-label" }, opts.yLabel));
+  const scale = { sx, sy, top: m.t, bottom: H - m.b, left: m.l, right: W - m.r };
+  if (opts.underlay) opts.underlay(scale);
   for (const h of opts.hlines || []) {
     root.append(svg("line", { x1: m.l, x2: W - m.r, y1: sy(h.y), y2: sy(h.y), stroke: h.color, "stroke-width": 1.5, "stroke-dasharray": "6 4", class: `hline ${h.cls || ""}` }));
     root.append(svg("text", { x: W - m.r - 2, y: sy(h.y) + (h.below ? 13 : -4), "text-anchor": "end", fill: h.color, style: `fill:${h.color}` }, h.label));
@@ -546,8 +660,8 @@ function drawLineChart(root, opts) {
     const d = s.points.map((p, i) => `${i ? "L" : "M"}${sx(p[0]).toFixed(1)},${sy(p[1]).toFixed(1)}`).join(" ");
     root.append(svg("path", { d, fill: "none", stroke: s.color, "stroke-width": s.width || 2, "stroke-dasharray": s.dash || null, class: `series ${s.cls || ""}` }));
   }
-  if (opts.decorate) opts.decorate({ sx, sy });
-  return { sx, sy };
+  if (opts.decorate) opts.decorate(scale);
+  return scale;
 }
 
 function renderLoss() {
@@ -839,36 +953,70 @@ function testStream() {
   return tr && tr.streams ? tr.streams[App.test.stream] : null;
 }
 
+function selectTest(change) {
+  App.test = Object.assign({}, App.test, { window: null, event: null }, change);
+}
+
+/* Ground truth from labels.csv: the label, a "hard" tag, and whether the decision agrees. */
+function truthCell(f) {
+  if (!f.label) return el("td", { class: "muted", text: "—", title: "no label for this file" });
+  const agrees = f.correct === undefined ? null
+    : el("span", { class: f.correct ? "agree" : "disagree", text: f.correct ? "✓" : "✗", title: f.correct ? "decision matches the label" : "decision contradicts the label" });
+  return el("td", { class: "truth" }, el("span", { class: `pill truth-${f.label}`, text: f.label }),
+    f.difficulty ? el("span", { class: `tag ${f.difficulty}`, text: f.difficulty }) : null, agrees);
+}
+
+function fileRow(f) {
+  const nEvents = f.n_events ?? (f.events ? f.events.length : null);
+  const row = el("tr", { class: `clickable${f.file_id === App.test.file ? " selected" : ""}`, "data-file": f.file_id },
+    el("td", { class: "path", text: f.file_id, title: f.file_id }),
+    truthCell(f),
+    el("td", {}, el("span", { class: `pill ${f.decision}`, text: f.decision })),
+    el("td", { class: "num", text: `${f.n_warn} / ${f.n_anomaly}`, title: `${f.n_warn} warn and ${f.n_anomaly} anomaly of ${f.n_windows} windows` }),
+    el("td", { class: "num events", text: nEvents ?? "—" }),
+    el("td", { class: "num first-alarm", text: f.first_alarm == null ? "—" : fmtPos(f.first_alarm), title: f.first_alarm ?? "no alarm event" }),
+    el("td", { class: "num", text: fmtNum(f.max_score, 3) }));
+  row.addEventListener("click", () => { selectTest({ file: f.file_id }); renderTest(); });
+  return row;
+}
+
+/* What the decision run really used (device, AMP, stride, epochs…), not what was configured. */
+function renderTestSettings(st) {
+  const meta = $("#test-meta");
+  const box = clear($("#test-effective"));
+  const tr = App.state.test_run;
+  const th = st.thresholds;
+  const clearLevel = Number.isFinite(th.clear) ? `, clear ${fmtNum(th.clear)}` : "";
+  const alarm = st.alarm ? ` · alarm: ${st.alarm.raise_k} of ${st.alarm.raise_n} windows over warn, clears after ${st.alarm.clear_windows} at or below clear` : "";
+  meta.textContent = `run ${tr.run_id} · ${fmtTime(tr.created)} · thresholds warn ${fmtNum(th.warn)}, anomaly ${fmtNum(th.anomaly)}${clearLevel}${alarm}`;
+  if (!st.effective) return;
+  box.append(el("span", { class: "chip-label", text: "what ran" }));
+  for (const [k, v] of Object.entries(st.effective)) {
+    box.append(el("span", { class: "chip", title: k }, `${k.replace(/_/g, " ")} `, el("b", { text: fmtNum(v) })));
+  }
+}
+
 function renderTest() {
   document.querySelectorAll("#test-stream button").forEach((b) => b.classList.toggle("active", b.dataset.stream === App.test.stream));
   const body = clear($("#test-files tbody"));
   const extra = clear($("#test-extra"));
-  const meta = $("#test-meta");
   const tr = App.state && App.state.test_run;
   const st = testStream();
   if (!tr || !st) {
-    meta.textContent = "";
-    body.append(el("tr", {}, el("td", { colspan: 6, class: "muted", text: "No test run yet: use Start test run on the Training tab or python -m pipelines.run_local_test_pipeline." })));
+    $("#test-meta").textContent = "";
+    clear($("#test-effective"));
+    body.append(el("tr", {}, el("td", { colspan: 7, class: "muted", text: "No test run yet: use Start test run on the Training tab or python -m pipelines.run_local_test_pipeline." })));
     App.test.file = null;
     renderTimeline();
     return;
   }
-  meta.textContent = `run ${tr.run_id} · ${fmtTime(tr.created)} · thresholds warn ${fmtNum(st.thresholds.warn)}, anomaly ${fmtNum(st.thresholds.anomaly)}`;
+  renderTestSettings(st);
   const files = st.files || [];
   if (!files.some((f) => f.file_id === App.test.file)) {
     const worst = files.find((f) => f.decision === "anomaly") || files[0];
-    App.test.file = worst ? worst.file_id : null;
-    App.test.window = null;
+    selectTest({ file: worst ? worst.file_id : null });
   }
-  for (const f of files) {
-    const row = el("tr", { class: `clickable${f.file_id === App.test.file ? " selected" : ""}`, "data-file": f.file_id },
-      el("td", { class: "path", text: f.file_id, title: f.file_id }),
-      el("td", {}, el("span", { class: `pill ${f.decision}`, text: f.decision })),
-      el("td", { class: "num", text: f.n_windows }), el("td", { class: "num", text: f.n_warn }),
-      el("td", { class: "num", text: f.n_anomaly }), el("td", { class: "num", text: fmtNum(f.max_score, 3) }));
-    row.addEventListener("click", () => { App.test.file = f.file_id; App.test.window = null; renderTest(); });
-    body.append(row);
-  }
+  for (const f of files) body.append(fileRow(f));
   if ((st.dropped || []).length) {
     extra.append(el("h3", { text: "Dropped by DQVL" }));
     for (const d of st.dropped) extra.append(el("div", {}, el("span", { class: "pill drop", text: "drop" }), " ", el("span", { class: "mono", text: d.file_id }), el("span", { class: "muted", text: ` — ${d.reason}` })));
@@ -880,32 +1028,115 @@ function renderTest() {
   renderTimeline();
 }
 
+/* The timeline's x axis: real time when every window has ISO times, else the window index.
+ * A window is drawn at its end (when its data had been seen), as events and first alarms
+ * are stamped; an event's span runs from its first to its last window, half a window step
+ * wider on each side so its points sit inside it. A row/sample onset maps onto the index
+ * axis through the windows' step. */
+function timelineAxis(windows) {
+  const first = windows[0];
+  const last = windows[windows.length - 1];
+  const steps = first && last && last.index > first.index ? last.index - first.index : NaN;
+  const timed = windows.length > 0 && windows.every((w) => !Number.isNaN(parseTime(w.end)));
+  if (timed) {
+    const half = (parseTime(last.end) - parseTime(first.end)) / steps / 2 || 0;
+    const days = new Set(windows.map((w) => new Date(parseTime(w.end)).toISOString().slice(0, 10)));
+    return { time: true, label: days.size === 1 ? `time · ${[...days][0]}` : "time",
+      x: (w) => parseTime(w.end), at: parseTime,
+      span: (e) => [parseTime(e.start) - half, parseTime(e.end) + half] };
+  }
+  const step = (last && last.end - first.end) / steps;
+  return { time: false, label: "window", x: (w) => w.index,
+    at: (v) => (typeof v === "number" && step > 0 ? first.index + (v - first.end) / step : NaN),
+    span: (e) => [e.start_window - 0.5, e.end_window + 0.5] };
+}
+
+function selectEvent(id) {
+  selectTest({ event: id });
+  renderTimeline();
+}
+
+function eventSummary(e) {
+  return `Event ${e.id} · ${e.level} · ${fmtEventLength(e)}`;
+}
+
+/* Shaded spans behind the points, one per event, clickable for its drill-down. */
+function drawEventSpans(root, scale, file, axis) {
+  for (const e of file.events || []) {
+    const [a, b] = axis.span(e);
+    if (!Number.isFinite(a) || !Number.isFinite(b)) continue;
+    const x = scale.sx(a);
+    const selected = App.test.event === e.id;
+    const rect = svg("rect", { class: `event-span level-${e.level}${selected ? " selected" : ""}`, x, y: scale.top,
+      width: Math.max(3, scale.sx(b) - x), height: scale.bottom - scale.top, "data-event": e.id });
+    rect.append(svg("title", {}, `${eventSummary(e)} · ${e.start} → ${e.end}${e.open ? " (open)" : ""}`));
+    rect.addEventListener("click", () => selectEvent(e.id));
+    root.append(rect, svg("text", { x: x + 3, y: scale.top + 11, class: `event-label level-${e.level}` }, `E${e.id}`));
+  }
+}
+
+/* A dashed vertical line at the labelled fault start; its label keeps clear of the y axis. */
+function drawFaultOnset(root, scale, file, axis) {
+  const at = file.fault_start === undefined ? NaN : axis.at(file.fault_start);
+  if (!Number.isFinite(at)) return;
+  const x = scale.sx(at);
+  const left = x - scale.left > 90;
+  const g = svg("g", { class: "fault-onset" });
+  g.append(svg("line", { x1: x, x2: x, y1: scale.top, y2: scale.bottom }),
+    svg("text", { x: left ? x - 4 : x + 4, y: scale.top + 24, "text-anchor": left ? "end" : "start" }, "fault onset"),
+    svg("title", {}, `fault onset · ${file.fault_start}`));
+  root.append(g);
+}
+
+function renderEventList(file) {
+  const box = clear($("#event-list"));
+  if (!file || !file.events) return;
+  if (!file.events.length) { box.append(el("span", { class: "muted", text: "No alarm events in this file." })); return; }
+  box.append(el("span", { class: "muted", text: "Events" }));
+  for (const e of file.events) {
+    box.append(el("button", { type: "button", class: `event-item level-${e.level}${App.test.event === e.id ? " active" : ""}`, "data-event": e.id,
+      onclick: () => selectEvent(e.id) }, `E${e.id} · ${e.level} · ${fmtEventLength(e)}${e.open ? " · open" : ""}`));
+  }
+}
+
 function renderTimeline() {
   const root = $("#timeline");
   const st = testStream();
   const file = st && (st.files || []).find((f) => f.file_id === App.test.file);
   $("#timeline-title").textContent = file ? `Score timeline · ${file.file_id}` : "Score timeline";
   const windows = (file && file.windows) || [];
+  const axis = timelineAxis(windows);
   const colors = { normal: "var(--done)", warn: "var(--warn)", anomaly: "var(--fail)" };
   const drawPoints = (scale) => {
     for (const w of windows) {
       const selected = App.test.window === w.index;
-      const dot = svg("circle", { cx: scale.sx(w.index), cy: scale.sy(w.score), r: selected ? 6 : 4, class: `point level-${w.level}${selected ? " selected" : ""}`,
+      const dot = svg("circle", { cx: scale.sx(axis.x(w)), cy: scale.sy(w.score), r: selected ? 6 : 4, class: `point level-${w.level}${selected ? " selected" : ""}`,
         fill: colors[w.level] || "#888", stroke: selected ? "#1d2430" : "#fff", "stroke-width": selected ? 2 : 1, "data-index": w.index, style: "cursor:pointer" });
       dot.append(svg("title", {}, `window ${w.index} · ${w.start} – ${w.end} · score ${fmtNum(w.score)} (${w.level})`));
-      dot.addEventListener("click", () => { App.test.window = w.index; renderTimeline(); });
+      dot.addEventListener("click", () => { selectTest({ window: w.index }); renderTimeline(); });
       root.append(dot);
     }
   };
+  const underlay = (scale) => {
+    drawEventSpans(root, scale, file, axis);
+    drawFaultOnset(root, scale, file, axis);
+  };
+  const th = st ? st.thresholds : {};
+  const extent = file ? [...(file.events || []).flatMap(axis.span), axis.at(file.fault_start)].filter(Number.isFinite) : [];
   drawLineChart(root, {
-    series: [{ points: windows.map((w) => [w.index, w.score]), color: "#8a96a8", width: 1.5 }],
-    hlines: st ? [
-      { y: st.thresholds.warn, color: "var(--warn)", label: `warn ${fmtNum(st.thresholds.warn)}`, below: true, cls: "warn" },
-      { y: st.thresholds.anomaly, color: "var(--fail)", label: `anomaly ${fmtNum(st.thresholds.anomaly)}`, cls: "anomaly" },
-    ] : [],
-    xLabel: "window", yLabel: "score", integerX: true, empty: "no scored windows", decorate: drawPoints,
+    series: [{ points: windows.map((w) => [axis.x(w), w.score]), color: "#8a96a8", width: 1.5 }],
+    hlines: [
+      { y: th.clear, color: "var(--done)", label: `clear ${fmtNum(th.clear)}`, below: true, cls: "clear" },
+      { y: th.warn, color: "var(--warn)", label: `warn ${fmtNum(th.warn)}`, below: true, cls: "warn" },
+      { y: th.anomaly, color: "var(--fail)", label: `anomaly ${fmtNum(th.anomaly)}`, cls: "anomaly" },
+    ].filter((h) => Number.isFinite(h.y)),
+    xLabel: axis.label, xTime: axis.time, xExtent: extent, yLabel: "score", integerX: true,
+    empty: "no scored windows", underlay: file ? underlay : null, decorate: drawPoints,
   });
-  renderBreakdown(st, windows.find((w) => w.index === App.test.window));
+  renderEventList(file);
+  const event = file && (file.events || []).find((e) => e.id === App.test.event);
+  if (event) renderEventBreakdown(st, file, event);
+  else renderBreakdown(st, windows.find((w) => w.index === App.test.window));
 }
 
 function bars(title, values, limit) {
@@ -922,21 +1153,39 @@ function bars(title, values, limit) {
   return box;
 }
 
-function renderBreakdown(st, w) {
+/* What drives a score (a window's or an event's): channels or axes, and frequency bands. */
+function showContributors(st, contributions, bands) {
   const box = clear($("#breakdown"));
+  const perAxis = st.contributor_kind === "axis";
+  box.append(bars(perAxis ? "Per axis" : "Per channel", contributions, perAxis ? 0 : TOP_CONTRIBUTORS));
+  if (bands) box.append(bars("Per frequency band", bands, 0));
+}
+
+function renderBreakdown(st, w) {
   const meta = $("#breakdown-meta");
   if (!w) {
     $("#breakdown-title").textContent = "Breakdown";
     meta.textContent = "";
-    box.append(el("p", { class: "muted", text: st ? "Click a window in the timeline to see what drives its score." : "" }));
+    clear($("#breakdown")).append(el("p", { class: "muted", text: st ? "Click a window or an event in the timeline to see what drives its score." : "" }));
     return;
   }
   $("#breakdown-title").textContent = `Breakdown · window ${w.index}`;
   const span = typeof w.start === "number" ? `samples ${w.start}–${w.end}` : `${w.start} → ${w.end}`;
   meta.textContent = `${span} · score ${fmtNum(w.score)} · ${w.level}`;
-  const perAxis = st.contributor_kind === "axis";
-  box.append(bars(perAxis ? "Per axis" : "Per channel", w.contributions, perAxis ? 0 : TOP_CONTRIBUTORS));
-  if (w.bands) box.append(bars("Per frequency band", w.bands, 0));
+  showContributors(st, w.contributions, w.bands);
+}
+
+/* How long after the labelled fault onset the event was raised (times only). */
+function detectionDelay(file, e) {
+  const delay = (parseTime(e.raised_at) - parseTime(file.fault_start)) / 1000;
+  if (Number.isNaN(delay)) return "";
+  return delay >= 0 ? ` (${fmtSeconds(delay)} after fault onset)` : ` (${fmtSeconds(-delay)} before fault onset)`;
+}
+
+function renderEventBreakdown(st, file, e) {
+  $("#breakdown-title").textContent = eventSummary(e);
+  $("#breakdown-meta").textContent = `${fmtPos(e.start)} → ${fmtPos(e.end)}${e.open ? " (still open)" : ""} · raised ${fmtPos(e.raised_at)}${detectionDelay(file, e)} · peak ${fmtNum(e.peak_score)} at window ${e.peak_window}`;
+  showContributors(st, e.contributors, e.bands);
 }
 
 /* ------------------------------------------------------------------ wiring */
@@ -945,6 +1194,7 @@ function renderState() {
   renderTypeFilter();
   buildGraph();
   renderChecklist();
+  renderDecisionGate();
   renderLoss();
   renderArtifacts();
   renderTest();
@@ -959,7 +1209,7 @@ function setupTabs() {
     if (b.dataset.tab === "test") renderTest();
   }));
   document.querySelectorAll("#test-stream button").forEach((b) => b.addEventListener("click", () => {
-    App.test = { stream: b.dataset.stream, file: null, window: null };
+    App.test = { stream: b.dataset.stream, file: null, window: null, event: null };
     renderTest();
   }));
 }
