@@ -232,10 +232,14 @@ def test_demo_set_is_small_labelled_and_never_overwrites(tmp_path):
     vib = tmp_path / "data" / "local"
     assert len(list((vib / "train" / "vib").glob("*.csv"))) == 3
     assert len(list((vib / "calib" / "vib").glob("*.csv"))) == 2
-    labels = pd.read_csv(vib / "test" / "vib" / "labels.csv")
-    assert list(labels.columns) == ["file", "label", "fault_type"]
+    labels = pd.read_csv(vib / "test" / "vib" / "labels.csv", dtype=str)
+    assert list(labels.columns) == ["file", "label", "fault_type", "shaft_hz", "load"]
     assert set(labels.loc[labels.label == "fault", "fault_type"]) == set(FAULTS)
     assert (labels.label == "normal").sum() == 2
+    # Test normals run at an unseen constant speed and on a ramp inside the trained range.
+    normal_speeds = dict(zip(labels.file, labels.shaft_hz, strict=True))
+    assert normal_speeds["test_normal_000.csv"] == "31.2"
+    assert normal_speeds["test_normal_001.csv"] == "27.0-32.0"
     for name in labels.file:
         assert (vib / "test" / "vib" / name).is_file()
     assert sum(p.stat().st_size for p in written) < 10e6
