@@ -46,9 +46,9 @@ ALL = "dual"  # every stream the decision config names
 def _elapsed(a: Stamp, b: Stamp) -> str:
     """``b - a`` in readable units (ISO times), or in rows / samples."""
     if isinstance(a, int) or isinstance(b, int):
-        return f"+{int(b) - int(a)} rows"
+        return f"{int(b) - int(a):+d} rows"
     sec = float((np.datetime64(b) - np.datetime64(a)) / np.timedelta64(1, "s"))
-    return f"+{sec / 60:.0f} min" if abs(sec) >= 120 else f"+{sec:.1f} s"
+    return f"{sec / 60:+.0f} min" if abs(sec) >= 120 else f"{sec:+.1f} s"
 
 
 def _first_alarm(f: FileDecision) -> str:
@@ -56,7 +56,7 @@ def _first_alarm(f: FileDecision) -> str:
         return "-"
     raised = f.events[0].raised_at
     if f.fault_start is not None:
-        return f"{_elapsed(f.fault_start, raised)} after onset"
+        return f"{_elapsed(f.fault_start, raised)} from onset"
     return f"{_elapsed(f.windows[0].end, raised)} into file" if f.windows else str(raised)
 
 
@@ -85,8 +85,10 @@ def verdict_line(gate: dict[str, Any]) -> str:
     if gate["status"] == "no_labels":
         return f"decision quality: {gate['detail']}"
     alarmed = gate["normal_with_events"]
+    early = gate.get("early_alarms", [])
     line = (f"false alarms: {len(alarmed)} of {gate['normal_files']} normal files raised "
-            f"events{' (' + ', '.join(alarmed) + ')' if alarmed else ''}; missed faults: "
+            f"events{' (' + ', '.join(alarmed) + ')' if alarmed else ''}"
+            f"{'; before the onset in ' + ', '.join(early) if early else ''}; missed faults: "
             f"{len(gate['missed'])} of {gate['faults']} detectable"
             f"{' (' + ', '.join(gate['missed']) + ')' if gate['missed'] else ''}")
     if gate["hard_faults"]:

@@ -136,3 +136,44 @@ def test_alarm_rule_is_validated() -> None:
         AlarmRule(raise_k=6, raise_n=5)
     with pytest.raises(ValueError, match="clear_quantile"):
         ThresholdPolicy(clear_quantile=0.995)
+
+
+# --------------------------------------------------------------------------- decision gate
+def _file(fid: str, label: str, decision: str, raised: list[str], onset: str | None = None,
+          difficulty: str | None = None) -> dict:
+    f = {"file_id": fid, "label": label, "decision": decision, "n_events": len(raised),
+         "events": [{"raised_at": r} for r in raised]}
+    if onset:
+        f["fault_start"] = onset
+    if difficulty:
+        f["difficulty"] = difficulty
+    return f
+
+
+def test_decision_gate_counts_false_alarms_first() -> None:
+    from core.config import DecisionGate
+    from inference.decision_gate import decision_gate
+
+    onset = "2000-01-01T08:00:00.000"
+    files = [_file("normal.csv", "normal", "normal", []),
+             _file("f1.csv", "fault", "anomaly", ["2000-01-01T08:30:00.000"], onset),
+             _file("f2.csv", "fault", "anomaly", ["2000-01-01T09:00:00.000"], onset),
+             _file("hard.csv", "fault", "normal", [], onset, "hard")]
+    gate = decision_gate({"s": {"files": files, "checkpoint_sha256": "abc"}}, DecisionGate())
+    assert gate["ok"] and gate["status"] == "pass" and gate["hard_faults"] == 1
+    assert gate["faults"] == 2 and gate["faults_detected"] == 2 and gate["checkpoints"] == {
+        "s": "abc"}
+    # an alarm before the onset is a false alarm, even though the file is decided anomaly
+    files[1]["events"].insert(0, {"raised_at": "2000-01-01T07:00:00.000"})
+    gate = decision_gate({"s": {"files": files}}, DecisionGate())
+    assert not gate["ok"] and gate["early_alarms"] == ["s:f1.csv"]
+    files[1]["events"].pop(0)
+    files[0].update(n_events=1, decision="warn")  # the normal file alarms
+    gate = decision_gate({"s": {"files": files}}, DecisionGate())
+    assert not gate["ok"] and gate["normal_with_events"] == ["s:normal.csv"]
+    files[0].update(n_events=0, decision="normal")
+    files[2]["decision"] = "warn"  # 1 of 2 detected < 85 %
+    gate = decision_gate({"s": {"files": files}}, DecisionGate())
+    assert not gate["ok"] and gate["missed"] == ["s:f2.csv"]
+    assert decision_gate({"s": {"files": [_file("x", "", "normal", [])]}},
+                         DecisionGate())["status"] == "no_labels"

@@ -453,6 +453,33 @@ def test_badge_is_green_only_when_checks_and_decisions_pass(
         shots(page, f"badge_{mutate.__name__.strip('_')}")
 
 
+def test_timeline_uses_a_log_axis_when_faults_dwarf_the_thresholds(
+        browser: Browser, tmp_path: Path, shots) -> None:  # noqa: ANN001
+    state = fixture_state()
+    fdc = state["test_run"]["streams"]["patchtst"]
+    fault = next(f for f in fdc["files"] if f["decision"] == "anomaly")
+    anomaly = fdc["thresholds"]["anomaly"]
+    for w in fault["windows"]:  # a strong fault: 300x the anomaly threshold
+        if w["level"] == "anomaly":
+            w["score"] = 300 * anomaly
+    with serve(write_state(tmp_path, state)) as url, open_page(browser, url) as page:
+        page.click("button[data-tab='test']")
+        expect(page.locator("#timeline-title")).to_have_text(
+            f"Score timeline · {fault['file_id']}")
+        expect(page.locator("#timeline .axis-label").last).to_have_text("score (log)")
+        labels = page.locator("#timeline text.y-tick").all_text_contents()
+        assert {"1", "10", "100"} <= set(labels), labels
+        # the thresholds stay apart on screen instead of collapsing onto the bottom line
+        warn_y = float(page.locator("#timeline line.hline.warn").get_attribute("y1"))
+        anomaly_y = float(page.locator("#timeline line.hline.anomaly").get_attribute("y1"))
+        assert warn_y - anomaly_y > 5
+        shots(page, "test_runs_log_axis")
+    normal = fixture_state()
+    with serve(write_state(tmp_path / "linear", normal)) as url, open_page(browser, url) as page:
+        page.click("button[data-tab='test']")
+        expect(page.locator("#timeline .axis-label").last).to_have_text("score")
+
+
 def test_empty_state_says_what_to_run(browser: Browser, tmp_path: Path,
                                       shots) -> None:  # noqa: ANN001
     with serve(tmp_path) as url, open_page(browser, url) as page:

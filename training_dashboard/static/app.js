@@ -257,12 +257,14 @@ function decisionProblem(tr) {
   return `decisions: ${gateFailure(g)}`;
 }
 
-/* The gate's two rules in a few words: false alarms on normal files, and labelled faults
- * (not counting the hard ones) missed; anything else in the gate's own words. */
+/* The gate's rules in a few words: false alarms on normal files or before a fault's onset,
+ * and labelled faults (not counting the hard ones) missed; else the gate's own words. */
 function gateFailure(g) {
   const parts = [];
   const alarmed = (g.normal_with_events || []).length;
   if (alarmed) parts.push(`${alarmed} normal file${alarmed === 1 ? "" : "s"} raised alarms`);
+  const early = (g.early_alarms || []).length;
+  if (early) parts.push(`${early} fault file${early === 1 ? "" : "s"} alarmed before the onset`);
   if ((g.missed || []).length) parts.push(`${g.missed.length} of ${g.faults} faults missed`);
   return parts.join(", ") || g.detail;
 }
@@ -624,22 +626,28 @@ function drawLineChart(root, opts) {
   }
   const m = { l: 54, r: 14, t: 10, b: 30 };
   const xsAll = all.map((p) => p[0]).concat(opts.xExtent || []);
-  const ysAll = all.map((p) => p[1]).concat((opts.hlines || []).map((h) => h.y));
+  // A log axis (opts.yLog, positive values only) keeps thresholds readable when fault
+  // scores are orders of magnitude above them; ticks then sit at powers of ten.
+  const ty = opts.yLog ? (v) => Math.log10(Math.max(v, 1e-12)) : (v) => v;
+  const ysAll = all.map((p) => ty(p[1])).concat((opts.hlines || []).map((h) => ty(h.y)));
   let [x0, x1] = [Math.min(...xsAll), Math.max(...xsAll)];
   if (x1 === x0) { x0 -= 1; x1 += 1; }
-  const yt = niceTicks(Math.min(...ysAll), Math.max(...ysAll), Math.max(3, Math.floor((H - m.t - m.b) / 30)));
+  const yt = opts.yLog ? { step: 1 } : niceTicks(Math.min(...ysAll), Math.max(...ysAll), Math.max(3, Math.floor((H - m.t - m.b) / 30)));
   const y0 = Math.floor(Math.min(...ysAll) / yt.step + 1e-9) * yt.step;
-  const y1 = Math.ceil(Math.max(...ysAll) / yt.step - 1e-9) * yt.step;
-  yt.ticks = [];
-  for (let v = y0; v <= y1 + yt.step * 1e-6; v += yt.step) yt.ticks.push(Number(v.toPrecision(12)));
+  const y1 = Math.max(Math.ceil(Math.max(...ysAll) / yt.step - 1e-9) * yt.step, y0 + yt.step);
+  const yTicks = [];
+  for (let v = y0; v <= y1 + yt.step * 1e-6; v += yt.step) {
+    const t = Number(v.toPrecision(12));
+    yTicks.push(opts.yLog ? { v: 10 ** t, label: String(Number((10 ** t).toPrecision(3))) } : { v: t, label: tickLabel(t, yt.step) });
+  }
   const sx = (x) => m.l + ((x - x0) / (x1 - x0)) * (W - m.l - m.r);
-  const sy = (y) => H - m.b - ((y - y0) / (y1 - y0 || 1)) * (H - m.t - m.b);
+  const sy = (y) => H - m.b - ((ty(y) - y0) / (y1 - y0 || 1)) * (H - m.t - m.b);
   const xCount = Math.max(2, Math.floor((W - m.l - m.r) / (opts.xTime ? 72 : 64)));
   const xTicks = opts.xTime ? timeTicks(x0, x1, xCount) : numberTicks(x0, x1, xCount, opts.integerX);
-  for (const v of yt.ticks) {
-    if (v < y0 - 1e-12 || v > y1 + 1e-12) continue;
+  for (const { v, label } of yTicks) {
+    if (ty(v) < y0 - 1e-12 || ty(v) > y1 + 1e-12) continue;
     root.append(svg("line", { class: "grid", x1: m.l, x2: W - m.r, y1: sy(v), y2: sy(v) }));
-    root.append(svg("text", { x: m.l - 6, y: sy(v) + 4, "text-anchor": "end" }, tickLabel(v, yt.step)));
+    root.append(svg("text", { x: m.l - 6, y: sy(v) + 4, "text-anchor": "end", class: "y-tick" }, label));
   }
   for (const { v, label } of xTicks) {
     if (v < x0 || v > x1) continue;
@@ -1099,6 +1107,14 @@ function renderEventList(file) {
   }
 }
 
+/* Fault scores can be hundreds of times the anomaly threshold; on a linear axis the
+ * thresholds and the normal windows then collapse onto the bottom line. */
+function scoresNeedLog(scores, th) {
+  const positive = scores.length > 0 && scores.every((v) => v > 0);
+  const base = Number.isFinite(th.anomaly) && th.anomaly > 0 ? th.anomaly : Math.min(...scores);
+  return positive && Math.max(...scores) / base > 30;
+}
+
 function renderTimeline() {
   const root = $("#timeline");
   const st = testStream();
@@ -1123,6 +1139,7 @@ function renderTimeline() {
   };
   const th = st ? st.thresholds : {};
   const extent = file ? [...(file.events || []).flatMap(axis.span), axis.at(file.fault_start)].filter(Number.isFinite) : [];
+  const yLog = scoresNeedLog(windows.map((w) => w.score), th);
   drawLineChart(root, {
     series: [{ points: windows.map((w) => [axis.x(w), w.score]), color: "#8a96a8", width: 1.5 }],
     hlines: [
@@ -1130,7 +1147,7 @@ function renderTimeline() {
       { y: th.warn, color: "var(--warn)", label: `warn ${fmtNum(th.warn)}`, below: true, cls: "warn" },
       { y: th.anomaly, color: "var(--fail)", label: `anomaly ${fmtNum(th.anomaly)}`, cls: "anomaly" },
     ].filter((h) => Number.isFinite(h.y)),
-    xLabel: axis.label, xTime: axis.time, xExtent: extent, yLabel: "score", integerX: true,
+    xLabel: axis.label, xTime: axis.time, xExtent: extent, yLabel: yLog ? "score (log)" : "score", yLog, integerX: true,
     empty: "no scored windows", underlay: file ? underlay : null, decorate: drawPoints,
   });
   renderEventList(file);
