@@ -9,13 +9,19 @@ Reference in the same run: one plain masked forward pass of the same model on th
 batch (what a training step's forward costs).  Deterministic scoring runs one forward per
 complementary mask, so ``ratio = score time / one forward`` should be close to the number
 of masks; a ratio well above it would point at overhead in the scoring code.  Figures are
-medians over ``--repeats`` after one warm-up.  Run:
+medians over ``--repeats`` after one warm-up.  For the FDC stream it also prints what the
+measured rate means for a plant: minutes to score one unit-day (``--unit-rows`` rows, by
+default 86,400 = one channel set logged at 1 Hz for 24 h) at several scoring strides, and
+the time between scored windows that each stride gives (what it adds to detection delay).
+Peak resident memory of the process is printed at the end.  Run:
     python -m benchmarks.bench_scoring --threads 2 [--device cuda]
 """
 
 from __future__ import annotations
 
 import argparse
+import math
+import resource
 import shlex
 import statistics
 import sys
@@ -84,6 +90,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    p.add_argument("--unit-rows", type=int, default=86_400,
+                   help="rows of one unit-day (86,400 = 1 Hz for 24 h)")
+    p.add_argument("--strides", type=int, nargs="+", default=[1, 2, 4, 8, 16])
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     if args.device == "cuda" and not torch.cuda.is_available():
@@ -95,11 +104,23 @@ def main(argv: list[str] | None = None) -> int:
     print(f"scoring throughput ({label}), batch {args.batch}, median of {args.repeats}")
     print(f"{'stream':<9} {'config':<28} {'score win/s':>12} {'1 fwd win/s':>12} "
           f"{'ratio':>6} {'masks':>5}")
+    rates = {}
     for stream, config in (("patchtst", args.patch_config), ("swinmae", args.swin_config)):
         r = bench_stream(stream, config, args.batch, args.channels, args.repeats, device)
+        rates[stream] = r["windows_per_s"]
         print(f"{stream:<9} {config:<28} {r['windows_per_s']:>12.1f} "
               f"{r['forward_windows_per_s']:>12.1f} {r['ratio']:>6.2f} {r['n_masks']:>5d}")
     print("ratio = deterministic score time / one masked forward (expected ~ masks)")
+    seq_len = load_config(args.patch_config, stream="patchtst").data.seq_len
+    print(f"\nFDC unit-day: {args.unit_rows:,} rows x {args.channels} channels, window "
+          f"{seq_len} rows, at {rates['patchtst']:.1f} scored windows/s")
+    for stride in args.strides:
+        windows = math.ceil((args.unit_rows - seq_len) / stride) + 1
+        minutes = windows / rates["patchtst"] / 60
+        print(f"  stride {stride:>3}: {windows:>7,} windows, {minutes:7.2f} min per unit-day; "
+              f"a window every {stride} rows (at 1 Hz: {stride} s added to detection, at most)")
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    print(f"peak RSS: {peak:.0f} MiB")
     cmd = "python -m benchmarks.bench_scoring " + shlex.join(sys.argv[1:] if argv is None
                                                              else argv)
     print(f"reproduce: {cmd.strip()}")
