@@ -1,0 +1,5 @@
+"""`inference`: OpenMP threads wait passively from the first import on (core/threads.py)."""
+
+from core.threads import prefer_passive_waits
+
+prefer_passive_waits()
