@@ -1,4 +1,4 @@
-"""`benchmarks`: OpenMP threads wait passively from the first import on (core/threads.py)."""
+"""`benchmarks`: OpenMP threads wait passively from the first import (core/threads.py)."""
 
 from core.threads import prefer_passive_waits
 

@@ -1,4 +1,4 @@
-"""`inference`: OpenMP threads wait passively from the first import on (core/threads.py)."""
+"""`inference`: OpenMP threads wait passively from the first import (core/threads.py)."""
 
 from core.threads import prefer_passive_waits
 
