@@ -24,6 +24,7 @@ import numpy as np
 import pywt
 import torch
 
+from benchmarks.memory import peak_rss_mib
 from core.cli import run_main
 from core.errors import UserError
 from core.io import atomic_write_json
@@ -180,12 +181,9 @@ def main(argv: list[str] | None = None) -> int:
         " ".join(["reproduce: python -m benchmarks.bench_cwt"]
                  + [shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:])]),
     ]
-    if os.getloadavg()[0] > (os.cpu_count() or 1) and "OMP_WAIT_POLICY" not in os.environ:
-        lines.append(
-            "note: this machine is oversubscribed; OpenMP threads spin-waiting for a busy core "
-            "can slow the multi-thread figure many times: compare OMP_WAIT_POLICY=PASSIVE or "
-            "--threads 1"
-        )
+    lines.insert(-1, f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')} "
+                 f"(core/threads.py); load average {os.getloadavg()[0]:.1f}; "
+                 f"peak RSS {peak_rss_mib():.0f} MiB")
     print("\n".join(lines))
     if args.json is not None:
         atomic_write_json(args.json, {

@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 import streams
+from benchmarks.memory import print_peak_rss
 from core.config import load_decision_config
 from core.errors import DataError
 from inference.alarms import find_events
@@ -109,6 +110,7 @@ def main(argv: list[str] | None = None) -> int:
                     delays.append((hits[0].raised - onset) * step_min)
             print(f"{calib_name:>11} {kind:>6} | {eff:>5.0f} {normal_events:>9} {detected:>6} "
                   f"{np.median(delays) if delays else float('nan'):>9.0f} min")
+    print_peak_rss()
     print(f"reproduce: python -m benchmarks.bench_demo_calibration {' '.join(sys.argv[1:])}")
     return 0
 

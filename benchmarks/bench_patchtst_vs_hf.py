@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import platform
-import resource
 import shlex
 import statistics
 import time
@@ -37,6 +36,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from benchmarks.memory import peak_rss_mib
 from models.patchtst_ssl import PatchTSTSSL
 
 D_MODEL, N_HEADS, N_LAYERS, D_FF, PATCH, MASK_RATIO = 128, 4, 3, 256, 16, 0.4
@@ -105,10 +105,6 @@ def timed_window(step: Callable[[], float], steps: int) -> tuple[float, float]:
     for _ in range(steps):
         step()
     return time.perf_counter() - wall, time.process_time() - cpu
-
-
-def peak_rss_mib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
 
 
 def n_params(model: nn.Module) -> int:

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import resource
 import shlex
 import statistics
 import sys
@@ -31,6 +30,7 @@ from collections.abc import Callable
 import torch
 
 import streams
+from benchmarks.memory import print_peak_rss
 from inference.scoring import infer_score
 from streams import build_model, load_config
 
@@ -119,8 +119,7 @@ def main(argv: list[str] | None = None) -> int:
         minutes = windows / rates["patchtst"] / 60
         print(f"  stride {stride:>3}: {windows:>7,} windows, {minutes:7.2f} min per unit-day; "
               f"a window every {stride} rows (at 1 Hz: {stride} s added to detection, at most)")
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
-    print(f"peak RSS: {peak:.0f} MiB")
+    print_peak_rss()
     cmd = "python -m benchmarks.bench_scoring " + shlex.join(sys.argv[1:] if argv is None
                                                              else argv)
     print(f"reproduce: {cmd.strip()}")

@@ -68,6 +68,7 @@ import torch
 from sklearn.decomposition import PCA
 from sklearn.metrics import roc_auc_score
 
+from benchmarks.memory import print_peak_rss
 from core.config import AlarmRule, DecisionConfig, load_decision_config
 from core.io import atomic_write_json
 from core.paths import display_path, resolve_path
@@ -584,6 +585,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"total {seconds:.0f} s on {args.device} with {args.threads} threads")
     command = "python -m benchmarks.bench_tep_detection " + shlex.join(
         sys.argv[1:] if argv is None else argv)
+    print_peak_rss()
     print(f"reproduce: {command.strip()}")
     result = {"split": split.name, "settings": settings,
               "decision": {"thresholds": decision.thresholds.model_dump(),

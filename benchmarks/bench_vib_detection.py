@@ -48,6 +48,7 @@ import numpy as np
 import torch
 from sklearn.metrics import roc_auc_score
 
+from benchmarks.memory import print_peak_rss
 from core.device import select_device
 from core.io import atomic_write_json
 from core.paths import display_path, resolve_path
@@ -312,6 +313,7 @@ def main(argv: list[str] | None = None) -> int:
           f"total {seconds:.0f} s on {device} with {args.threads} threads")
     cmd = "python -m benchmarks.bench_vib_detection " + shlex.join(sys.argv[1:] if argv is None
                                                                    else argv)
+    print_peak_rss()
     print(f"reproduce: {cmd.strip()}")
     path = atomic_write_json(out_dir / "results.json", {
         "config": args.config, "overrides": args.overrides, "epochs": cfg.training.epochs,

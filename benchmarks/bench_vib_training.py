@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
+from benchmarks.memory import print_peak_rss
 from core.cli import run_main
 from dsp.cwt import CwtSpec, reference_scalogram
 from dsp.scalogram_cache import compute_scalograms
@@ -103,6 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"| PyWavelets in __getitem__ | {m_naive:.1f} | "
           f"{', '.join(f'{v:.1f}' for v in naive)} |")
     print(f"ratio ours/naive: {m_ours / m_naive:.2f}x")
+    print_peak_rss()
     print("reproduce: python -m benchmarks.bench_vib_training "
           + shlex.join(argv if argv is not None else sys.argv[1:]))
     return 0
