@@ -58,7 +58,12 @@ class TrainingConfig(Section):
     warmup_epochs: NonNegInt = 0
     grad_clip: NonNegFloat = 1.0  # 0 disables clipping
     num_workers: NonNegInt = 0
-    max_steps_per_epoch: PosInt | None = None  # cap for smoke runs
+    # A step budget per epoch: each epoch then trains on a fresh random sample of windows,
+    # so the time per epoch stops growing with the data (also a cap for smoke runs).
+    max_steps_per_epoch: PosInt | None = None
+    # Stop when the validation loss (the training loss without a validation set) has not
+    # improved for this many epochs; None trains every epoch.
+    early_stop_patience: PosInt | None = None
 
 
 class LoggingConfig(Section):

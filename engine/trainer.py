@@ -62,7 +62,17 @@ class _State:
     epoch: int = 0  # finished epochs
     step: int = 0
     best_val_loss: float = math.inf
+    stale_epochs: int = 0  # epochs since the monitored loss last improved
     history: list[dict[str, Any]] = field(default_factory=list)
+
+    def record(self, row: dict[str, Any]) -> bool:
+        """Track the monitored loss of a finished epoch; True when it improved."""
+        monitored = row["val_loss"] if not math.isnan(row["val_loss"]) else row["train_loss"]
+        improved = monitored < self.best_val_loss
+        if improved:
+            self.best_val_loss = monitored
+        self.stale_epochs = 0 if improved else self.stale_epochs + 1
+        return improved
 
 
 def lr_factor(step: int, warmup_steps: int, total_steps: int) -> float:
@@ -202,6 +212,7 @@ class _Trainer:
             epoch=int(ckpt["epoch"]),
             step=int(ckpt["step"]),
             best_val_loss=float(ckpt["best_val_loss"]),
+            stale_epochs=int(ckpt.get("stale_epochs", 0)),
             history=list(ckpt["history"]),
         )
         self._log(f"resumed from {display_path(self.paths.checkpoint)} after epoch "
@@ -248,18 +259,30 @@ class _Trainer:
             writer = SummaryWriter(
                 str(self.paths.log_dir), purge_step=self.state.step if resume else None
             )
+        patience = cfg.training.early_stop_patience
+        stopped = patience is not None and self.state.stale_epochs >= patience
         try:
             for epoch in range(self.state.epoch, cfg.training.epochs):
+                if stopped:
+                    break
                 row = self._epoch(epoch, train_model, model, train_loader, val_loader, steps,
                                   optimizer, scheduler, scaler)
+                # Every rank sees the same reduced losses, so all stop at the same epoch.
+                improved = self.state.record(row)
                 if self.info.is_main:
                     self._log_epoch(row, writer)
-                    self._save(model, setup, optimizer, scheduler, scaler)
+                    self._save(model, setup, optimizer, scheduler, scaler, improved)
+                stopped = patience is not None and self.state.stale_epochs >= patience
         finally:
             if writer is not None:
                 writer.close()
+        if stopped:
+            self._log(f"early stop after epoch {self.state.epoch}: the monitored loss has not "
+                      f"improved for {patience} epochs (best {self.state.best_val_loss:.5f}); "
+                      f"the best checkpoint is {display_path(self.paths.best)}")
         warning = loss_trend_warning(self.state.history)
-        if self.state.epoch >= cfg.training.epochs and self.info.is_main and self.state.history:
+        finished = stopped or self.state.epoch >= cfg.training.epochs
+        if finished and self.info.is_main and self.state.history:
             self._write_loss_artifacts(warning)
             if warning:
                 self._log(f"WARNING: {warning}")
@@ -388,12 +411,7 @@ class _Trainer:
         if self.hook:
             self.hook(self._progress(row["epoch"] - 1, 0, 0, row["train_loss"], rate))
 
-    def _save(self, model, setup, optimizer, scheduler, scaler) -> None:
-        row = self.state.history[-1]
-        monitored = row["val_loss"] if not math.isnan(row["val_loss"]) else row["train_loss"]
-        improved = monitored < self.state.best_val_loss
-        if improved:
-            self.state.best_val_loss = monitored
+    def _save(self, model, setup, optimizer, scheduler, scaler, improved: bool) -> None:
         ckpt = {
             "format": FORMAT,
             "stream": self.cfg.stream,
@@ -404,6 +422,7 @@ class _Trainer:
             "epoch": self.state.epoch,
             "step": self.state.step,
             "best_val_loss": self.state.best_val_loss,
+            "stale_epochs": self.state.stale_epochs,
             "history": self.state.history,
             "rng": capture_rng(),
             "config": effective_config(self.cfg),

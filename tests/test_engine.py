@@ -214,3 +214,24 @@ def test_a_loss_that_does_not_fall_is_said_loudly(repo_tmp: Path, capsys) -> Non
     falling = [{"epoch": 1, "train_loss": 2.0}, {"epoch": 2, "train_loss": 1.0}]
     assert loss_trend_warning(falling) is None
     assert loss_trend_warning(falling[:1]) is None
+
+
+def test_early_stop_when_the_validation_loss_stops_improving(repo_tmp: Path, capsys,
+                                                              monkeypatch) -> None:  # noqa: ANN001
+    from engine import trainer
+
+    losses = iter([1.0, 0.8, 0.9, 0.85, 0.81, 0.5, 0.4])  # best at epoch 2, then 3 worse
+    monkeypatch.setattr(trainer._Trainer, "_validate", lambda self, model, loader: next(losses))
+    cfg_path = _toy_config(repo_tmp, epochs=7)
+    cfg = load_config(cfg_path, ["training.early_stop_patience=3"])
+    result = fit(cfg, build_setup, run_id="es")
+    assert [r["epoch"] for r in result.history] == [1, 2, 3, 4, 5]
+    assert result.best_val_loss == pytest.approx(0.8)
+    assert "early stop after epoch 5" in capsys.readouterr().out
+    assert [int(r["epoch"]) for r in _history(repo_tmp)] == [1, 2, 3, 4, 5]  # artifacts written
+    ckpt = load_checkpoint(repo_tmp / "checkpoints/patchtst_ssl.pt")
+    assert ckpt["stale_epochs"] == 3
+    assert load_checkpoint(repo_tmp / "checkpoints/patchtst_ssl.best.pt")["epoch"] == 2
+    # a resumed run that has already stopped trains no further
+    again = fit(cfg, build_setup, resume=True, run_id="es2")
+    assert [r["epoch"] for r in again.history] == [1, 2, 3, 4, 5]
