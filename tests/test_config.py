@@ -41,7 +41,8 @@ def test_local_configs_carry_seed_fields(name: str) -> None:
     [
         ({"training": {"lr": -1}}, "training.lr: input should be greater than 0, got -1"),
         ({"training": {"epochs": "ten"}}, "training.epochs: input should be a valid integer"),
-        ({"training": {"lrate": 0.1}}, "training.lrate: unknown key (allowed: batch_size, epochs"),
+        ({"training": {"lrate": 0.1}},
+         "training.lrate: unknown key (allowed: batch_size, early_stop_patience, epochs"),
         ({"model": {"mask_ratio": 1.5}}, "model.mask_ratio: input should be less than 1, got 1.5"),
         ({"device": {"amp": "maybe"}}, "device.amp: input should be a valid boolean"),
         ({"data": {"seq_len": 30}}, "data.seq_len (30) must be a multiple of model.patch_len"),
