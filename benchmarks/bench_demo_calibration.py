@@ -84,8 +84,8 @@ def main(argv: list[str] | None = None) -> int:
             groups = list(np.asarray(cal.file_ids, dtype=object)[used])
             eff = total_effective_size(s, groups)
             try:
-                fit = {k: v.value for k, v in fit_thresholds(s, groups, dcfg.thresholds,
-                                                             "fold").items()}
+                fit = {k: v.value for k, v in fit_thresholds(
+                    s, groups, dcfg.thresholds, calib_name, warn_little_data=False).items()}
             except DataError:
                 print(f"{calib_name:>11} {kind:>6} | {eff:>5.0f} refused: too few effective "
                       "windows for thresholds")

@@ -45,8 +45,9 @@ from inference.threshold_fit import (
     out_of_sample,
     total_effective_size,
 )
+from sensor_data.files import LABELS_FILE
 
-SCHEMA_VERSION = "1.0"
+SCHEMA_VERSION = "2.0"  # 2.0: clear level, effective size, held-out false alarms
 
 
 # --------------------------------------------------------------------------- thresholds
@@ -171,7 +172,7 @@ def calibrate(
     ``alarm``: the event rule, so the held-out estimate also counts false-alarm events.
     """
     pats = [calib_patterns] if isinstance(calib_patterns, str) else list(calib_patterns)
-    files = [p for p in expand_globs(pats) if p.name != "labels.csv"]
+    files = data_files(pats)
     if not files:
         raise DataError(f"calibration: no file matches {', '.join(pats)}")
     check_held_out(files, training_patterns(trained.cfg, cfg))
@@ -213,7 +214,7 @@ def calibrate(
             display_path(p) for p in files if {p.name, display_path(p)} & set(scored.kept)
         ],
         "dropped_files": scored.dropped,
-        "calibration_inputs": calibration_inputs(pats),
+        "calibration_inputs": file_hashes(files),
         "training_paths_excluded": training_patterns(trained.cfg, cfg),
         "checkpoint": trained.ckpt_info["path"],
         "checkpoint_sha256": trained.ckpt_info["sha256"],
@@ -277,22 +278,32 @@ def load_thresholds(path: Path, stream: str) -> dict[str, Any]:
     return data
 
 
-def calibration_inputs(patterns: str | Sequence[str]) -> dict[str, str]:
-    """Repository-relative path -> sha256 of every calibration file the globs match."""
-    pats = [patterns] if isinstance(patterns, str) else list(patterns)
-    return {display_path(p): file_sha256(p) for p in expand_globs(pats) if p.name != "labels.csv"}
+def data_files(patterns: str | Sequence[str]) -> list[Path]:
+    """Data files the globs match: every file but the ground-truth tables (labels.csv)."""
+    return [p for p in expand_globs(patterns) if p.name != LABELS_FILE]
+
+
+def file_hashes(files: Sequence[Path]) -> dict[str, str]:
+    """Repository-relative path -> sha256 (what the thresholds were fitted on)."""
+    return {display_path(p): file_sha256(p) for p in files}
 
 
 def stale_reason(thresholds: dict[str, Any], trained: Trained, cfg: StreamConfig,
-                 calib_patterns: str | Sequence[str] | None = None) -> str | None:
-    """Why saved thresholds no longer fit this checkpoint / scoring setup / calibration
-    data (None: they do)."""
+                 calib_patterns: str | Sequence[str] | None = None,
+                 policy: ThresholdPolicy | None = None, alarm: AlarmRule | None = None,
+                 ) -> str | None:
+    """Why saved thresholds no longer fit this checkpoint, scoring setup and, when given,
+    calibration files, threshold policy and alarm rule (None: they do)."""
     if thresholds.get("checkpoint_sha256") != trained.ckpt_info["sha256"]:
         return "the checkpoint changed since calibration"
     if thresholds.get("scoring") != scoring_key(cfg):
         return "the scoring settings changed since calibration"
-    if calib_patterns is not None and \
-            thresholds.get("calibration_inputs") != calibration_inputs(calib_patterns):
+    if policy is not None and thresholds.get("policy") != policy.model_dump():
+        return "the threshold policy changed since calibration"
+    if alarm is not None and thresholds.get("alarm") != alarm.model_dump():
+        return "the alarm rule changed since calibration"
+    if calib_patterns is not None and thresholds.get("calibration_inputs") != file_hashes(
+            data_files(calib_patterns)):
         return "the calibration files changed since calibration"
     return None
 

@@ -38,7 +38,7 @@ from engine.checkpoint import created_now
 from inference.alarms import LEVELS, EventSpan, file_decision, find_events, window_levels
 from inference.calibration import (
     calibrate,
-    expand_globs,
+    data_files,
     load_thresholds,
     stale_reason,
     threshold_profile,
@@ -47,7 +47,6 @@ from inference.checkpoint_io import Trained, check_config_matches, load_trained
 from inference.decision_gate import decision_gate
 from inference.labels import Truth
 from inference.scoring import ScoredFiles, contributor_names, parts_key, score_files
-from sensor_data.files import LABELS_FILE
 
 SCHEMA_VERSION = "2.0"
 Stamp = str | int  # ISO time when the file has timestamps, else a row / sample index
@@ -272,6 +271,7 @@ def decide_files(
         where = FileWindows(scored.starts[sel], scored.window, times)
         s, p = scored.scores[sel], parts[sel]
         b = bands[sel] if bands is not None else None
+        file_lv = lv[sel]
         result.file_scores[fid] = s
         windows = []
         for j in range(len(sel)):
@@ -279,7 +279,7 @@ def decide_files(
             band_map = None if b is None else {lab: _num(v) for lab, v in
                                                zip(band_labels, b[j], strict=True)}
             row = {"file": fid, "window": j, "start": where.start(j), "end": where.end(j),
-                   "score": float(s[j]), "level": str(lv[sel][j]),
+                   "score": float(s[j]), "level": str(file_lv[j]),
                    "top_contributors": _top_text(top, dcfg.top_contributors)}
             if b is not None:
                 row["top_band"] = band_labels[int(np.argmax(b[j]))]
@@ -298,7 +298,6 @@ def decide_files(
                 "top_bands": _top_text(e.bands, 3) if e.bands else ""})
         decision = file_decision(spans)
         truth = truths.get(Path(fid).name)
-        file_lv = lv[sel]
         result.files.append(FileDecision(
             file_id=fid, dqvl_decision=dqvl.get(fid, "keep"), decision=decision,
             n_windows=int(len(sel)), n_warn=int(np.sum(file_lv == "warn")),
@@ -336,18 +335,14 @@ def current_thresholds(
         except DataError as exc:
             saved, reason = None, f"unusable thresholds file ({exc})"
         if saved is not None:
-            reason = stale_reason(saved, trained, cfg, entry.calibration_path)
-            if reason is None and saved.get("policy") != dcfg.thresholds.model_dump():
-                reason = "the threshold policy changed since calibration"
-            if reason is None and saved.get("alarm") != dcfg.alarm.model_dump():
-                reason = "the alarm rule changed since calibration"
+            reason = stale_reason(saved, trained, cfg, entry.calibration_path,
+                                  dcfg.thresholds, dcfg.alarm)
     if reason:
         print(f"[{stream}] calibrating ({reason}) on {entry.calibration_path}")
-        calibrate(trained, cfg, entry.calibration_path, dcfg.thresholds, thr_path,
-                  alarm=dcfg.alarm)
-    thr = load_thresholds(thr_path, stream)
-    print(threshold_line(stream, thr, display_path(thr_path)))
-    return thr
+        saved = calibrate(trained, cfg, entry.calibration_path, dcfg.thresholds, thr_path,
+                          alarm=dcfg.alarm)
+    print(threshold_line(stream, saved, display_path(thr_path)))
+    return saved
 
 
 def threshold_line(stream: str, thr: dict[str, Any], shown: str) -> str:
@@ -372,7 +367,7 @@ def threshold_line(stream: str, thr: dict[str, Any], shown: str) -> str:
 
 
 def list_test_files(entry: StreamEntry, override: str | None) -> list[Path]:
-    return [p for p in expand_globs(override or entry.test_path) if p.name != LABELS_FILE]
+    return data_files(override or entry.test_path)
 
 
 def decide_stream(

@@ -30,7 +30,7 @@ from core.layout import CALIBRATION_DIR, thresholds_path
 from core.paths import display_path
 from inference.alarms import LEVELS, window_levels
 from inference.calibration import (
-    expand_globs,
+    data_files,
     load_thresholds,
     stale_reason,
     threshold_profile,
@@ -44,13 +44,11 @@ from inference.scoring import (
     score_files,
 )
 
-LABELS = "labels.csv"
-
 
 def _data_files(args: argparse.Namespace, cfg) -> tuple[list[Path], str]:
     """Files to score and a description of where they came from (empty: use synthetic)."""
     if args.data_path:
-        files = [p for p in expand_globs(args.data_path) if p.name != LABELS]
+        files = data_files(args.data_path)
         if not files:
             raise DataError(f"--data-path: no file matches {args.data_path}")
         return files, args.data_path
@@ -58,7 +56,7 @@ def _data_files(args: argparse.Namespace, cfg) -> tuple[list[Path], str]:
     if not globs:
         return [], "the config's data is synthetic"
     pats = ", ".join(globs)
-    files = [p for p in expand_globs(globs) if p.name != LABELS]
+    files = data_files(globs)
     return files, pats if files else f"no file matches {pats}"
 
 

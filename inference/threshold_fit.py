@@ -131,8 +131,10 @@ def fit_level(scores: np.ndarray, p: float, m: float, policy: ThresholdPolicy) -
 
 # --------------------------------------------------------------------------- all levels
 def fit_thresholds(scores: np.ndarray, groups: Sequence[Any], policy: ThresholdPolicy,
-                   what: str = "calibration") -> dict[str, LevelFit]:
-    """``clear`` < ``warn`` < ``anomaly`` from normal window scores grouped by file."""
+                   what: str = "calibration", warn_little_data: bool = True
+                   ) -> dict[str, LevelFit]:
+    """``clear`` < ``warn`` < ``anomaly`` from normal window scores grouped by file;
+    ``warn_little_data`` prints when they rest on little data (off for refits)."""
     s = np.asarray(scores, dtype=np.float64)
     keep = np.isfinite(s)
     s, groups = s[keep], list(np.asarray(groups, dtype=object)[keep])
@@ -142,7 +144,7 @@ def fit_thresholds(scores: np.ndarray, groups: Sequence[Any], policy: ThresholdP
     need = needed_for_tail(policy)
     if m < need:
         raise DataError(shortfall_message(what, len(s), len(group_slices(groups)), m, need))
-    if m < STEADY_FACTOR * need and what != "fold":
+    if warn_little_data and m < STEADY_FACTOR * need:
         shaky = shortfall_message(what, len(s), len(group_slices(groups)), m,
                                   STEADY_FACTOR * need, "steady thresholds")
         print(f"warning: {shaky}")
@@ -212,7 +214,8 @@ def out_of_sample(
     for idx in units:
         rest = np.setdiff1d(np.arange(len(s)), idx)
         try:
-            fit = fit_thresholds(s[rest], list(g[rest]), policy, "fold")
+            fit = fit_thresholds(s[rest], list(g[rest]), policy, "fold",
+                                 warn_little_data=False)
         except DataError:
             skipped += 1
             continue
