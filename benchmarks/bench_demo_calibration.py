@@ -67,12 +67,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     dcfg = load_decision_config("configs/decision_local.yaml")
-    cfg = streams.load_config(args.config, ["data.stride=2"], stream="patchtst")
+    cfg = streams.load_config(args.config, stream="patchtst")
     trained = load_trained(args.checkpoint, expected_stream="patchtst")
     tests = [Path(p) for p in sorted(glob.glob(TESTS))]
     truths = read_labels(tests)
     test = score_files(trained, cfg, tests, progress=False)
-    step_min = 2 * 3  # stride 2 rows of 3 minutes
+    step_min = 2 * 3  # scoring.stride_sec 360 s = 2 rows of 3 minutes
     print(f"{'calibration':>11} {'scores':>6} | {'eff.':>5} {'normal ev':>9} {'det/18':>6} "
           f"{'median delay':>12}")
     for calib_name, pattern in (("one run", ONE_RUN), ("many runs", MANY_RUNS)):

@@ -11,8 +11,9 @@ complementary mask, so ``ratio = score time / one forward`` should be close to t
 of masks; a ratio well above it would point at overhead in the scoring code.  Figures are
 medians over ``--repeats`` after one warm-up.  For the FDC stream it also prints what the
 measured rate means for a plant: minutes to score one unit-day (``--unit-rows`` rows, by
-default 86,400 = one channel set logged at 1 Hz for 24 h) at several scoring strides, and
-the time between scored windows that each stride gives (what it adds to detection delay).
+default 86,400 = one channel set logged at 1 Hz for 24 h) at several scoring strides, the
+time between scored windows that each stride gives, and the config's ``scoring.stride_sec``
+default against scoring every row (the reference path).
 Peak resident memory of the process is printed at the end.  Run:
     python -m benchmarks.bench_scoring --threads 2 [--device cuda]
 """
@@ -32,6 +33,7 @@ import torch
 import streams
 from benchmarks.memory import print_peak_rss
 from inference.scoring import infer_score
+from sensor_data.windows import scoring_stride
 from streams import build_model, load_config
 
 
@@ -92,6 +94,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     p.add_argument("--unit-rows", type=int, default=86_400,
                    help="rows of one unit-day (86,400 = 1 Hz for 24 h)")
+    p.add_argument("--unit-period-s", type=float, default=1.0,
+                   help="seconds per row of the unit-day (1 Hz logging by default)")
     p.add_argument("--strides", type=int, nargs="+", default=[1, 2, 4, 8, 16])
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -111,14 +115,32 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{stream:<9} {config:<28} {r['windows_per_s']:>12.1f} "
               f"{r['forward_windows_per_s']:>12.1f} {r['ratio']:>6.2f} {r['n_masks']:>5d}")
     print("ratio = deterministic score time / one masked forward (expected ~ masks)")
-    seq_len = load_config(args.patch_config, stream="patchtst").data.seq_len
-    print(f"\nFDC unit-day: {args.unit_rows:,} rows x {args.channels} channels, window "
-          f"{seq_len} rows, at {rates['patchtst']:.1f} scored windows/s")
-    for stride in args.strides:
+    patch_cfg = load_config(args.patch_config, stream="patchtst")
+    seq_len = patch_cfg.data.seq_len
+    rate = rates["patchtst"]
+    print(f"\nFDC unit-day: {args.unit_rows:,} rows x {args.channels} channels at "
+          f"{args.unit_period_s:g} s per row, window {seq_len} rows, at {rate:.1f} scored "
+          f"windows/s")
+
+    def unit_minutes(stride: int) -> tuple[int, float]:
         windows = math.ceil((args.unit_rows - seq_len) / stride) + 1
-        minutes = windows / rates["patchtst"] / 60
+        return windows, windows / rate / 60
+
+    for stride in args.strides:
+        windows, minutes = unit_minutes(stride)
         print(f"  stride {stride:>3}: {windows:>7,} windows, {minutes:7.2f} min per unit-day; "
-              f"a window every {stride} rows (at 1 Hz: {stride} s added to detection, at most)")
+              f"a window every {stride * args.unit_period_s:g} s")
+    default = scoring_stride(seq_len, patch_cfg.data.stride, patch_cfg.scoring.stride_sec,
+                             args.unit_period_s)
+    ref_windows, ref_min = unit_minutes(1)
+    fast_windows, fast_min = unit_minutes(default)
+    print(f"reference (every row, what scoring did before scoring.stride_sec): "
+          f"{ref_windows:,} windows, {ref_min:.2f} min per unit-day")
+    print(f"product default (scoring.stride_sec={patch_cfg.scoring.stride_sec} in "
+          f"{args.patch_config} -> {default} rows at {args.unit_period_s:g} s per row): "
+          f"{fast_windows:,} windows, {fast_min:.2f} min per unit-day -> "
+          f"{ref_min / fast_min:.1f}x the reference (scores at the windows it keeps are the "
+          f"reference's: tests/test_scoring.py)")
     print_peak_rss()
     cmd = "python -m benchmarks.bench_scoring " + shlex.join(sys.argv[1:] if argv is None
                                                              else argv)

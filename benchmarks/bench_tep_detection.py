@@ -22,10 +22,12 @@ Only :func:`load_test_split` reads a ``dNN_te`` run or ``d00_te`` rows >= 480, a
 as it loads them.
 
 Scoring: the z-score scaler is fitted on ``d00`` and feeds the model and PCA alike.  Ours
-scores a 64-row window at its last row, stride 1 (one window per row); PCA (90 % of the
-``d00`` variance) scores single rows.  Every detector is scored at the same rows, those
-with a full window of earlier rows of the same run (row 63 onwards), so all compare on
-identical windows; in the tuning split neither can alarm before row 63 of a fault run.
+scores a 64-row window at its last row, by default stride 1 (one window per row;
+``--stride N`` scores every N-th, calibration included, to show what a scoring stride costs
+in delay); PCA (90 % of the ``d00`` variance) scores single rows, the same rows.  Every
+detector is scored at the same rows, those with a full window of earlier rows of the same
+run (row 63 onwards), so all compare on identical windows; in the tuning split neither can
+alarm before row 63 of a fault run.
 
 Figures per detector: AUROC (normal windows vs a fault's post-onset windows); window
 false-alarm rate (FAR) above the anomaly level on normal windows; false-alarm events per
@@ -70,6 +72,7 @@ from sklearn.metrics import roc_auc_score
 
 from benchmarks.memory import print_peak_rss
 from core.config import AlarmRule, DecisionConfig, load_decision_config
+from core.errors import DataError
 from core.io import atomic_write_json
 from core.paths import display_path, resolve_path
 from engine.trainer import fit
@@ -95,7 +98,7 @@ DECISION_CONFIG = "configs/decision_local.yaml"
 TEST_FIRST_ROW = 480  # d00_te rows from here on are test normal: read only with --final
 TUNING_CALIB_END = 240  # tuning split: calibration windows end before this d00_te row
 DETECTABLE = tuple(f for f in FAULT_IDS if f not in HARD_FAULTS)
-MINUTES_PER_WINDOW = SAMPLE_PERIOD_S / 60.0  # stride 1: one window per 3-minute row
+MINUTES_PER_ROW = SAMPLE_PERIOD_S / 60.0
 DETECTORS = ("ours", "pca_t2", "pca_spe")
 LABELS = {"ours": "ours", "pca_t2": "PCA T2", "pca_spe": "PCA SPE"}
 
@@ -103,7 +106,8 @@ LABELS = {"ours": "ours", "pca_t2": "PCA T2", "pca_spe": "PCA SPE"}
 # --------------------------------------------------------------------------- splits
 @dataclass(frozen=True)
 class Series:
-    """One run's rows up to its last evaluated row; windows end at rows ``first``.. .
+    """One run's rows up to its last evaluated row; windows end at rows ``first``,
+    ``first + stride``, ... .
 
     ``onset``: first faulty row (None: normal throughout).  Rows before ``first`` are
     context only.
@@ -113,17 +117,32 @@ class Series:
     rows: np.ndarray
     first: int
     onset: int | None = None
+    stride: int = 1
+
+    @property
+    def ends(self) -> np.ndarray:
+        """Last row of each scored window."""
+        return np.arange(self.first, len(self.rows), self.stride)
 
     @property
     def n_windows(self) -> int:
-        return len(self.rows) - self.first
+        return len(self.ends)
+
+    def row(self, index: int) -> int:
+        """Last row of window ``index``."""
+        return self.first + index * self.stride
+
+    @property
+    def hours(self) -> float:
+        """Operation the windows stand for: one stride of rows each."""
+        return self.n_windows * self.stride * MINUTES_PER_ROW / 60.0
 
     @property
     def onset_index(self) -> int:
         """Index of the first window ending at or after the onset (all windows if normal)."""
         if self.onset is None:
             return self.n_windows
-        return min(self.n_windows, max(0, self.onset - self.first))
+        return min(self.n_windows, max(0, -(-(self.onset - self.first) // self.stride)))
 
 
 @dataclass(frozen=True)
@@ -140,31 +159,43 @@ def _float32(name: str) -> np.ndarray:
 
 
 def _split(name: str, d00_te: np.ndarray, calib_end: int, fault_names: dict[int, str],
-           onset: int, context: int) -> Split:
+           onset: int, context: int, stride: int) -> Split:
     """Calibrate on ``d00_te`` windows ending before ``calib_end``, judge the rest of it as
-    normal and every fault run from row ``context`` on (its first full window)."""
+    normal and every fault run from row ``context`` on (its first full window); a window
+    every ``stride`` rows throughout."""
     return Split(
         name=name,
         train=_float32("d00"),
-        calib=(Series("d00_te", d00_te[:calib_end], context),),
-        normal=(Series("d00_te", d00_te, calib_end),),
-        faults={f: Series(n, _float32(n), context, onset) for f, n in fault_names.items()},
+        calib=(Series("d00_te", d00_te[:calib_end], context, stride=stride),),
+        normal=(Series("d00_te", d00_te, calib_end, stride=stride),),
+        faults={f: Series(n, _float32(n), context, onset, stride)
+                for f, n in fault_names.items()},
     )
 
 
-def load_tuning_split(context: int) -> Split:
+def load_tuning_split(context: int, stride: int = 1) -> Split:
     """Tuning split: ``d00``, rows < 480 of ``d00_te`` (the rest is dropped here, at load)
     and the training fault runs ``dNN.dat`` (faulty from row 0); never a test row."""
     d00_te = _float32("d00_te")[:TEST_FIRST_ROW]
     return _split("tuning", d00_te, TUNING_CALIB_END, {f: f"d{f:02d}" for f in FAULT_IDS},
-                  onset=0, context=context)
+                  onset=0, context=context, stride=stride)
 
 
-def load_test_split(context: int) -> Split:
+def load_test_split(context: int, stride: int = 1) -> Split:
     """Sealed test split, for ``--final`` only: all of ``d00_te`` and the ``dNN_te`` runs."""
     return _split("final", _float32("d00_te"), TEST_FIRST_ROW,
                   {f: f"d{f:02d}_te" for f in FAULT_IDS}, onset=FAULT_START_ROW,
-                  context=context)
+                  context=context, stride=stride)
+
+
+def restrided(split: Split, stride: int) -> Split:
+    """The same runs with a window every ``stride`` rows."""
+    def every(series: Series) -> Series:
+        return replace(series, stride=stride)
+
+    return replace(split, calib=tuple(map(every, split.calib)),
+                   normal=tuple(map(every, split.normal)),
+                   faults={f: every(s) for f, s in split.faults.items()})
 
 
 def standardised(split: Split, scaler: ChannelScaler) -> Split:
@@ -187,21 +218,21 @@ def pca_scorers(train: np.ndarray) -> tuple[dict[str, Scorer], int]:
     var = pca.explained_variance_
 
     def t2(series: Series) -> np.ndarray:
-        return np.sum(pca.transform(series.rows[series.first:]) ** 2 / var, axis=1)
+        return np.sum(pca.transform(series.rows[series.ends]) ** 2 / var, axis=1)
 
     def spe(series: Series) -> np.ndarray:
-        rows = series.rows[series.first:]
+        rows = series.rows[series.ends]
         return np.sum((rows - pca.inverse_transform(pca.transform(rows))) ** 2, axis=1)
 
     return {"pca_t2": t2, "pca_spe": spe}, int(pca.n_components_)
 
 
 def causal_windows(series: Series, seq_len: int) -> FdcWindows:
-    """Windows ending at rows ``series.first``.. (each scored at its last row)."""
+    """Windows ending at ``series.ends`` (each scored at its last row)."""
     if series.first < seq_len - 1:
         raise ValueError(f"{series.name}: first scored row {series.first} has no full "
                          f"{seq_len}-row window")
-    starts = np.arange(series.first, len(series.rows)) - seq_len + 1
+    starts = series.ends - seq_len + 1
     return FdcWindows([series.rows], [series.name],
                       np.column_stack([np.zeros_like(starts), starts]), seq_len, CHANNELS)
 
@@ -283,12 +314,11 @@ def delay_minutes(events: list[EventSpan], series: Series) -> float:
     found = detections(events, series.onset_index)
     if series.onset is None or not found:
         return math.inf
-    return (series.first + found[0].raised - series.onset) * MINUTES_PER_WINDOW
+    return (series.row(found[0].raised) - series.onset) * MINUTES_PER_ROW
 
 
-def events_per_day(n_events: int, n_windows: int) -> float:
-    """False-alarm events per 24 h of normal operation (one window per 3-minute row)."""
-    hours = n_windows * MINUTES_PER_WINDOW / 60.0
+def events_per_day(n_events: int, hours: float) -> float:
+    """False-alarm events per 24 h of normal operation."""
     return n_events / hours * 24.0 if hours else math.nan
 
 
@@ -323,6 +353,7 @@ def evaluate(split: Split, scorer: Scorer, decision: DecisionConfig, what: str
     levels = {k: v.value for k, v in fits.items()}
 
     normal_scores: list[np.ndarray] = []
+    normal_hours = 0.0
     alarms: list[dict[str, Any]] = []
     per_fault: dict[int, dict[str, float]] = {}
     faulty: dict[int, np.ndarray] = {}
@@ -331,7 +362,8 @@ def evaluate(split: Split, scorer: Scorer, decision: DecisionConfig, what: str
         events = alarm_events(scores, levels, decision.alarm)
         cut = series.onset_index
         normal_scores.append(scores[:cut])
-        alarms += [{"run": series.name, "row": series.first + e.raised, "level": e.level}
+        normal_hours += cut * series.stride * MINUTES_PER_ROW / 60.0
+        alarms += [{"run": series.name, "row": series.row(e.raised), "level": e.level}
                    for e in false_alarms(events, cut)]
         if key is not None:
             faulty[key] = scores[cut:]
@@ -348,10 +380,11 @@ def evaluate(split: Split, scorer: Scorer, decision: DecisionConfig, what: str
         "calib_windows": len(calib_all),
         "calib_effective": total_effective_size(calib_all, groups),
         "normal_windows": len(normal),
+        "normal_hours": normal_hours,
         "far_anomaly": exceed_rate(normal, levels["anomaly"]),
         "fa_events": len(alarms),
-        "fa_events_per_24h": events_per_day(len(alarms), len(normal)),
-        "fa_anomaly_events_per_24h": events_per_day(n_anomaly, len(normal)),
+        "fa_events_per_24h": events_per_day(len(alarms), normal_hours),
+        "fa_anomaly_events_per_24h": events_per_day(n_anomaly, normal_hours),
         "false_alarms": alarms,
         "per_fault": per_fault,
     }
@@ -483,7 +516,7 @@ def goal_lines(split: Split, ours: dict[str, Any], per_seed: list[dict[str, Any]
     s = ours["summary"]
     spe_s = summary(spe)
     calib = split.calib[0]
-    hours = sum(c.n_windows for c in split.calib) * MINUTES_PER_WINDOW / 60.0
+    hours = sum(c.hours for c in split.calib)
     eff = np.mean([r["calib_effective"] for r in per_seed])
     methods = sorted({r["thresholds"]["anomaly"]["method"] for r in per_seed})
     calib_limit = (f"calibration rests on {eff:.0f} effective windows (mean over seeds) "
@@ -517,6 +550,39 @@ def json_safe(obj: Any) -> Any:
     return obj
 
 
+def stride_rows(split: Split, args: argparse.Namespace, ours: list[Scorer], spe: Scorer,
+                decision: DecisionConfig) -> list[dict[str, Any]]:
+    """What a scoring stride costs: the trained models (no retraining) and SPE re-judged
+    with a window every N rows of ``--compare-strides``, thresholds refitted at that stride."""
+    rows = []
+    for stride in args.compare_strides:
+        judged = restrided(split, stride)
+        row: dict[str, Any] = {"stride": stride, "minutes": stride * MINUTES_PER_ROW}
+        try:
+            o = seed_mean([evaluate(judged, scorer, decision, f"ours stride {stride}")
+                           for scorer in ours])["summary"]
+            p = summary(evaluate(judged, spe, decision, f"SPE stride {stride}"))
+        except DataError as exc:  # the product refuses thresholds on too few windows too
+            rows.append({**row, "refused": str(exc)})
+            continue
+        rows.append({**row, "ours": {k: v["mean"] for k, v in o.items()}, "pca_spe": p})
+    if rows:
+        print("\nscoring stride (rows between scored windows; thresholds refitted per stride):")
+        print(f"{'stride':>6} {'min':>5} | {'ours FA ev/24h':>14} {'FDR18':>6} {'delay18':>7} "
+              f"{'missed':>6} | {'SPE FA ev/24h':>13} {'delay18':>7}")
+        for r in rows:
+            if "refused" in r:
+                print(f"{r['stride']:>6} {r['minutes']:>5.0f} | thresholds refused: "
+                      f"{r['refused'].split(': ', 1)[-1][:70]}...")
+                continue
+            o, p = r["ours"], r["pca_spe"]
+            print(f"{r['stride']:>6} {r['minutes']:>5.0f} | {o['fa_events_per_24h']:>14.2f} "
+                  f"{o['fdr_18']:>6.3f} {_value('{:.0f}', o['median_delay_18_min']):>7} "
+                  f"{o['missed_18']:>6.1f} | {p['fa_events_per_24h']:>13.2f} "
+                  f"{_value('{:.0f}', p['median_delay_18_min']):>7}")
+    return rows
+
+
 # --------------------------------------------------------------------------- main
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m benchmarks.bench_tep_detection",
@@ -538,6 +604,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--aggregation", choices=("mean", "max", "topk"), default="topk")
     p.add_argument("--top-k", type=int, default=3)
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--stride", type=int, default=1,
+                   help="rows between scored windows (calibration and evaluation alike); "
+                   "delays stay minutes from the onset")
+    p.add_argument("--compare-strides", type=int, nargs="*", default=[],
+                   help="also judge the same trained models at these strides (a table)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     p.add_argument("--out-dir", default="artifacts/benchmarks/tep",
@@ -552,23 +623,28 @@ def main(argv: list[str] | None = None) -> int:
     decision = load_decision_config(DECISION_CONFIG)
     t0 = time.perf_counter()
     context = args.seq_len - 1
-    raw = load_test_split(context) if args.final else load_tuning_split(context)
+    if min([args.stride, *args.compare_strides]) < 1:
+        raise SystemExit("--stride and --compare-strides must be >= 1")
+    load = load_test_split if args.final else load_tuning_split
+    raw = load(context, args.stride)
     split = standardised(raw, ChannelScaler.fit([raw.train], "zscore", CHANNELS))
 
     scorers, n_comp = pca_scorers(split.train)
     pca = {name: evaluate(split, scorer, decision, LABELS[name])
            for name, scorer in scorers.items()}
-    per_seed = [evaluate(split, train_seed(args, seed, split, out_dir), decision,
-                         f"ours seed {seed}") for seed in args.seeds]
+    ours_scorers = [train_seed(args, seed, split, out_dir) for seed in args.seeds]
+    per_seed = [evaluate(split, scorer, decision, f"ours seed {seed}")
+                for seed, scorer in zip(args.seeds, ours_scorers, strict=True)]
     ours = seed_mean(per_seed)
     seconds = time.perf_counter() - t0
 
     n_normal = pca["pca_spe"]["normal_windows"]
+    normal_hours = pca["pca_spe"]["normal_hours"]
     print(f"\nTennessee Eastman detection, {split.name} split: PatchTST-SSL vs PCA "
           f"({n_comp} components, 90 % var); decision layer of {DECISION_CONFIG}: "
           f"{decision.thresholds.model_dump()} {decision.alarm.model_dump()}")
-    print(f"normal operation judged: {n_normal} windows = {n_normal * MINUTES_PER_WINDOW / 60:.1f}"
-          f" h; onset row {raw.faults[1].onset} of each fault run")
+    print(f"normal operation judged: {n_normal} windows (one every {args.stride} rows) = "
+          f"{normal_hours:.1f} h; onset row {raw.faults[1].onset} of each fault run")
     print(fault_table(ours, pca, len(args.seeds)))
     print()
     print(summary_block(ours, pca, len(args.seeds)))
@@ -580,6 +656,7 @@ def main(argv: list[str] | None = None) -> int:
     print("\n".join("  " + alarm_line(name, result) for name, result in named))
     for line in goal_lines(split, ours, per_seed, pca["pca_spe"]):
         print(line)
+    by_stride = stride_rows(split, args, ours_scorers, scorers["pca_spe"], decision)
     settings = {k: v for k, v in vars(args).items() if k != "out_dir"}
     print("settings:", json.dumps(settings))
     print(f"total {seconds:.0f} s on {args.device} with {args.threads} threads")
@@ -592,9 +669,10 @@ def main(argv: list[str] | None = None) -> int:
                            "alarm": decision.alarm.model_dump()},
               "pca_components": n_comp, "normal_windows": n_normal,
               "seconds": round(seconds, 1),
-              "ours": {**ours, "per_seed": per_seed},
+              "ours": {**ours, "per_seed": per_seed}, "by_stride": by_stride,
               **pca, "reproduce": command.strip()}
-    path = atomic_write_json(out_dir / f"results_{split.name}.json", json_safe(result))
+    suffix = "" if args.stride == 1 else f"_stride{args.stride}"
+    path = atomic_write_json(out_dir / f"results_{split.name}{suffix}.json", json_safe(result))
     print(f"results: {display_path(path)}")
     return 0
 

@@ -83,6 +83,12 @@ class ScoringConfig(Section):
     # shrinks the error everywhere else; relative errors see that change of shape.
     # auto: relative for swinmae, raw for patchtst.
     error_profile: Literal["auto", "raw", "relative"] = "auto"
+    # Seconds between scored windows (FDC: turned into rows per file with its median
+    # sample period), at most a quarter window so every row lies in >= 4 windows.  Scoring
+    # time per day of data falls with it; detection delay grows by about 2.5x it under the
+    # default alarm rule (docs/benchmarks.md).  null: the training stride (data.stride rows
+    # for FDC, data.win_stride_sec for vibration).
+    stride_sec: PosFloat | None = None
 
 
 class DqvlBase(Section):

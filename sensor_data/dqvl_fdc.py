@@ -3,7 +3,8 @@
 Hard fails are problems that would silently corrupt training (time order, gaps, no
 usable channel, every channel constant, too many ragged rows or unusable channels, too
 few rows); warnings are worth an engineer's look but do not drop the file.  All checks
-are vectorised over the whole ``(T, C)`` array.
+are vectorised, over blocks of channels of the ``(T, C)`` array (every statistic is per
+channel), so their temporaries stay small next to a large file.
 
 One channel is judged on its own too: more NaN/inf than ``max_channel_missing_ratio``
 makes it unusable (``bad_channels``).  Training leaves such a channel out of every file;
@@ -15,7 +16,7 @@ unusable channels than ``max_bad_channel_fraction`` is dropped.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -24,11 +25,14 @@ from core.config import FdcDqvlConfig
 from sensor_data.dqvl_report import DqvlReport
 from sensor_data.fdc import FdcTable, time_column_hint
 from sensor_data.files import CsvRows
-from sensor_data.timestamps import measure_timing
+from sensor_data.timestamps import measure_timing, median_period_s
 
 STREAM = "patchtst"
 MAD_TO_STD = 1.4826  # robust std of a normal distribution from its median absolute deviation
 SHOWN_LINES = 5  # ragged CSV lines named in a report
+# Values per channel block of the value checks: bounds each temporary (a mask, the first
+# differences, their deviations, a median's partitioned copy) to about 32 MB.
+BLOCK_CELLS = 1 << 23
 
 
 def read_error_report(file_id: str, message: str) -> DqvlReport:
@@ -65,8 +69,22 @@ def _column_mean_std(values: np.ndarray, complete: bool) -> tuple[np.ndarray, np
         )
 
 
-def _step_jump_ratio(values: np.ndarray, sigma: float) -> float:
-    """Share of finite first differences larger than ``sigma`` robust stds of that channel.
+def _column_blocks(shape: tuple[int, int]) -> Iterator[slice]:
+    """Slices of about ``BLOCK_CELLS`` values' worth of channels, a multiple of 8 each.
+
+    Why: over the whole array the checks' temporaries came to about four times the
+    file's values; per block of channels they are small and the statistics are the same.
+    Multiples of 8 because then numpy's float64 column sums (mean, std) came out bitwise
+    equal to the whole array's in our checks; other widths differ at ~1e-15.
+    """
+    n_rows, n_channels = shape
+    width = min(n_channels, max(8, BLOCK_CELLS // max(n_rows, 1) // 8 * 8))
+    for start in range(0, n_channels, width):
+        yield slice(start, start + width)
+
+
+def _step_jumps(values: np.ndarray, sigma: float) -> tuple[int, int]:
+    """(first differences larger than ``sigma`` robust stds of their channel, finite ones).
 
     ``values`` holds NaN (never inf) for missing values.
     The robust std is 1.4826 * MAD of the channel's differences; where the MAD is zero
@@ -76,10 +94,13 @@ def _step_jump_ratio(values: np.ndarray, sigma: float) -> float:
     diffs = np.diff(values, axis=0)  # NaN where either neighbour is missing
     n_valid = int(np.isfinite(diffs).sum())
     if n_valid == 0:
-        return 0.0
+        return 0, 0
     complete = n_valid == diffs.size
     centre = _nan_median_cols(diffs, complete)
-    scale = MAD_TO_STD * _nan_median_cols(np.abs(diffs - centre), complete)
+    deviation = diffs - centre
+    np.abs(deviation, out=deviation)
+    scale = MAD_TO_STD * _nan_median_cols(deviation, complete)
+    del deviation
     flat = ~(scale > 0)
     if flat.any():
         with warnings.catch_warnings():
@@ -88,7 +109,36 @@ def _step_jump_ratio(values: np.ndarray, sigma: float) -> float:
     with np.errstate(invalid="ignore"):
         jumps = np.abs(diffs) > sigma * scale  # False for NaN and for constant channels
         jumps &= scale > 0
-    return int(jumps.sum()) / n_valid
+    return int(jumps.sum()), n_valid
+
+
+def _missing_counts(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """NaN/inf values and inf values per channel."""
+    missing = np.empty(values.shape[1], dtype=np.int64)
+    infs = np.empty(values.shape[1], dtype=np.int64)
+    for cols in _column_blocks(values.shape):
+        block = values[:, cols]
+        missing[cols] = block.shape[0] - np.isfinite(block).sum(axis=0)
+        infs[cols] = np.isinf(block).sum(axis=0)
+    return missing, infs
+
+
+def _moments_and_jumps(
+    values: np.ndarray, complete: bool, sigma: float
+) -> tuple[np.ndarray, np.ndarray, float]:
+    """Mean and std per channel over finite values, and the step-jump ratio of the file.
+
+    ``complete``: no NaN/inf in the file (the fast statistics apply to every channel).
+    """
+    mean, std = np.empty(values.shape[1]), np.empty(values.shape[1])
+    jumps = steps = 0
+    for cols in _column_blocks(values.shape):
+        block = values[:, cols]
+        clean = block if complete else np.where(np.isfinite(block), block, np.nan)
+        mean[cols], std[cols] = _column_mean_std(clean, complete)
+        block_jumps, block_steps = _step_jumps(clean, sigma)
+        jumps, steps = jumps + block_jumps, steps + block_steps
+    return mean, std, (jumps / steps if steps else 0.0)
 
 
 def _check_timestamps(
@@ -116,8 +166,7 @@ def _check_timestamps(
                 f"{n} of {n_rows} {what[key]} ({_pct(ratio)}; "
                 f"limit {_pct(rules.max_timestamp_issue_ratio)})",
             )
-    forward = steps[steps > 0]
-    report.metrics["median_period_s"] = float(np.median(forward)) / 1e9 if forward.size else None
+    report.metrics["median_period_s"] = median_period_s(stamps)
 
 
 def _check_rows(report: DqvlReport, rows: CsvRows, rules: FdcDqvlConfig) -> None:
@@ -181,10 +230,8 @@ def _dead_message(n_constant: int, n_channels: int) -> str:
 
 def _check_values(report: DqvlReport, table: FdcTable, rules: FdcDqvlConfig) -> None:
     values = table.values
-    finite = np.isfinite(values)
     n_values = values.size
-    missing_per = values.shape[0] - finite.sum(axis=0)
-    inf_per = np.isinf(values).sum(axis=0)
+    missing_per, inf_per = _missing_counts(values)
     n_missing, inf_count = int(missing_per.sum()), int(inf_per.sum())
     missing = n_missing / n_values
     report.metrics.update(missing_ratio=missing, inf_count=inf_count)
@@ -199,8 +246,7 @@ def _check_values(report: DqvlReport, table: FdcTable, rules: FdcDqvlConfig) -> 
         )
     _check_channels(report, table.channels, missing_per, inf_per, rules, table.n_rows)
 
-    clean = values if n_missing == 0 else np.where(finite, values, np.nan)
-    mean, std = _column_mean_std(clean, n_missing == 0)
+    mean, std, jump_ratio = _moments_and_jumps(values, n_missing == 0, rules.step_jump_sigma)
     with np.errstate(invalid="ignore"):
         stuck_mask = std <= rules.stuck_rel_std * (np.abs(mean) + 1.0)  # False if all-NaN
     stuck = [c for c, s in zip(table.channels, stuck_mask, strict=True) if s]
@@ -213,7 +259,6 @@ def _check_values(report: DqvlReport, table: FdcTable, rules: FdcDqvlConfig) -> 
     if stuck and len(stuck) == int((~np.isnan(std)).sum()):
         report.fail("dead_file", _dead_message(len(stuck), len(table.channels)))
 
-    jump_ratio = _step_jump_ratio(clean, rules.step_jump_sigma)
     report.metrics["step_jump_ratio"] = jump_ratio
     if jump_ratio > rules.warn_step_jump_ratio:
         report.warn(

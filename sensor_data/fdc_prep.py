@@ -44,12 +44,18 @@ from sensor_data.dqvl_report import (
     skipped_report,
     write_reports,
 )
-from sensor_data.fdc import SUPPORTED_SUFFIXES, FdcTable, read_fdc, table_from_frame
+from sensor_data.fdc import (
+    SUPPORTED_SUFFIXES,
+    FdcTable,
+    read_fdc,
+    select_columns,
+    table_from_frame,
+)
 from sensor_data.files import file_ids, list_data_files
 from sensor_data.scaler import ChannelScaler, channel_order
 from sensor_data.synthetic_fdc import make_fdc_frame
-from sensor_data.timestamps import NAT
-from sensor_data.windows import split_index, train_val_starts, window_starts
+from sensor_data.timestamps import NAT, median_period_s
+from sensor_data.windows import scoring_stride, split_index, train_val_starts, window_starts
 
 if TYPE_CHECKING:  # the config class lives with its stream, a layer above
     from streams.patchtst import PatchTSTConfig
@@ -217,7 +223,7 @@ def _align_channels(
         return None
     left_out = {c: ignore[c] for c in table.channels if c not in expected}
     if order != list(range(len(table.channels))):
-        table.values = np.ascontiguousarray(table.values[:, order])
+        table.values = select_columns(table.values, np.asarray(order))  # in place: no 2nd copy
     table.channels = list(expected)
     table.excluded.update(left_out)
     report.metrics.update(channels=list(expected), excluded_columns=dict(table.excluded))
@@ -397,7 +403,9 @@ def prepare_fdc_scoring(
 ) -> tuple[FdcWindows, list[DqvlReport]]:
     """Windows over whole scoring files, normalised with the training scaler.
 
-    Windows start every ``stride`` rows, plus a last one that ends at the file's last row.
+    Windows start every ``stride`` rows (or every ``scoring.stride_sec`` at the file's median
+    sample period, see :func:`sensor_data.windows.scoring_stride`), plus a last one that ends
+    at the file's last row.
 
     With a single file a channel-set mismatch raises DataError; in a batch the file is
     dropped with a ``channel_mismatch`` report.  Columns training excluded are ignored; a
@@ -422,9 +430,12 @@ def prepare_fdc_scoring(
         if table is None:
             log_drop(report, progress)
             continue
-        starts = _covering_starts(table.n_rows, window, stride)
+        period = median_period_s(table.timestamps) or (1 / cfg.data.fs if cfg.data.fs else None)
+        step = scoring_stride(window, stride, cfg.scoring.stride_sec, period)
+        report.metrics["scoring_stride_rows"] = step
+        starts = _covering_starts(table.n_rows, window, step)
         index.append(np.column_stack([np.full_like(starts, len(arrays)), starts]))
-        arrays.append(scaler.transform(table.values))
+        arrays.append(scaler.transform(table.values, in_place=True))  # raw values: gone
         files.append(fid)
         stamps.append(table.timestamps)
     index_arr = np.concatenate(index) if index else np.empty((0, 2), dtype=np.int64)

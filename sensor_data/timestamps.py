@@ -160,3 +160,13 @@ def measure_fs(timestamps: np.ndarray | None) -> float | None:
     """Observed sampling rate over the whole span (:class:`Timing`); None if not measurable."""
     timing = measure_timing(timestamps)
     return None if timing is None else timing.fs
+
+
+def median_period_s(stamps: np.ndarray | None) -> float | None:
+    """Median forward step in seconds between parsed stamps (the FDC sample period); None
+    without two increasing stamps."""
+    if stamps is None:
+        return None
+    steps = np.diff(stamps[~np.isnat(stamps)].view(np.int64))
+    forward = steps[steps > 0]
+    return float(np.median(forward)) / 1e9 if forward.size else None

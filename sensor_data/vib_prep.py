@@ -53,7 +53,7 @@ from sensor_data.files import file_ids, list_data_files
 from sensor_data.synthetic_vib import make_vibration
 from sensor_data.timestamps import NAT, sample_times
 from sensor_data.vibration import SUFFIXES, VibTable, read_vibration
-from sensor_data.windows import split_index, window_starts
+from sensor_data.windows import scoring_stride, split_index, window_starts
 
 Source = Path | VibTable
 
@@ -337,6 +337,7 @@ def prepare_vibration_scoring(
     """
     spec = CwtSpec.from_config(cfg)
     win, stride = window_geometry(cfg)
+    stride = scoring_stride(win, stride, cfg.scoring.stride_sec, 1 / cfg.data.fs)
     reports: list[DqvlReport] = []
     out = _Collector(win, cfg.data.fs)
     for file_id, source in named_sources(paths):

@@ -27,3 +27,13 @@ def train_val_starts(
     """Window starts for the train part and the validation part of one file."""
     split = split_index(n_rows, val_fraction)
     return window_starts(0, split, window, stride), window_starts(split, n_rows, window, stride)
+
+
+def scoring_stride(
+    window: int, default: int, stride_sec: float | None, period_sec: float | None
+) -> int:
+    """Rows between scored windows: ``stride_sec`` at the file's sample period, capped at a
+    quarter window (each row stays in >= 4 windows); ``default`` when either is unknown."""
+    if stride_sec is None or period_sec is None or not period_sec > 0:
+        return default
+    return int(max(1, min(window // 4, round(stride_sec / period_sec))))

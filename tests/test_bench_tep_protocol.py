@@ -59,9 +59,20 @@ def test_tuning_fault_delay_is_measured_from_row_zero_of_the_file() -> None:
     assert bench.delay_minutes(events, series) == (63 + 2) * 3.0
 
 
+def test_strided_windows_keep_delays_and_hours_in_rows_of_the_run() -> None:
+    series = bench.Series("d01_te", np.zeros((163, 52), np.float32), 63, onset=100, stride=4)
+    assert series.ends.tolist() == list(range(63, 163, 4)) and series.n_windows == 25
+    assert series.onset_index == 10 and series.row(10) == 103  # first window ending >= 100
+    assert series.hours == pytest.approx(25 * 4 * 3 / 60)
+    events = bench.alarm_events(scores_with([(10, 25)], 25), LEVELS, RULE)
+    assert [e.raised for e in events] == [12]
+    assert bench.delay_minutes(events, series) == (63 + 12 * 4 - 100) * 3.0
+
+
 def test_events_per_24h_and_median_delay_arithmetic() -> None:
-    assert bench.events_per_day(2, 960) == pytest.approx(1.0)  # 960 windows x 3 min = 48 h
-    assert bench.events_per_day(3, 2517) == pytest.approx(3 / 125.85 * 24)
+    assert bench.events_per_day(2, 48.0) == pytest.approx(1.0)
+    assert bench.Series("d00_te", np.zeros((1023, 52)), 63).hours == pytest.approx(48.0)
+    assert bench.events_per_day(3, 125.85) == pytest.approx(3 / 125.85 * 24)
     assert bench.median_delay([10.0, math.inf, 30.0]) == 30.0  # a miss counts as latest
     assert bench.spread([1.0, 2.0, 3.0]) == {"mean": 2.0, "std": 1.0}
     assert math.isinf(bench.spread([1.0, math.inf])["mean"])
@@ -106,7 +117,8 @@ def test_default_run_never_loads_the_test_split(
     seen: list[str] = []
     monkeypatch.setattr(bench, "load_tep_array", fake_tep(seen))
     if not final:
-        monkeypatch.setattr(bench, "load_test_split", lambda context: pytest.fail("sealed"))
+        monkeypatch.setattr(bench, "load_test_split",
+                            lambda context, stride=1: pytest.fail("sealed"))
     longest: list[int] = []
 
     def fake_model(args, seed, split, out_dir):  # no training: mean |z| of the last row

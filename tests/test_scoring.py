@@ -24,7 +24,7 @@ import streams
 from core.errors import CheckpointError, DataError
 from inference.checkpoint_io import load_trained
 from inference.run_scoring_example import main as scoring_main
-from inference.scoring import aggregate, infer_score
+from inference.scoring import aggregate, infer_score, score_files
 from sensor_data.synthetic_fdc import make_fdc_frame
 from sensor_data.synthetic_vib import make_vibration, vibration_csv_bytes
 from streams import load_config
@@ -153,6 +153,47 @@ def _fdc_batch(root: Path, n: int = 8) -> torch.Tensor:
     scaler = load_scaler(load_config(root / "configs" / "patch.yaml"), trained.model_meta)
     values = fdc_machine().iloc[1100 : 1100 + 16 * n, 1:].to_numpy()
     return torch.from_numpy(scaler.transform(values)).view(n, 16, N_CHANNELS)
+
+
+# --------------------------------------------------------------------------- scoring stride
+def test_time_stride_scores_equal_the_every_row_reference(root: Path, tmp_path: Path) -> None:
+    """The fast path (a window every ``scoring.stride_sec``, large batches) gives the
+    reference's scores and breakdowns (every row, small batches) at the same starts."""
+    trained = load_trained(root / "checkpoints" / "patchtst_ssl.pt")
+    config = root / "configs" / "patch.yaml"
+    unit = write_fdc(tmp_path / "unit.csv", slice(1100, 1400))  # 300 rows, 1 s apart
+    ref = score_files(trained, load_config(config, ["data.stride=1", "scoring.batch_size=7"]),
+                      [unit], progress=False)
+    fast = score_files(trained, load_config(config, ["scoring.stride_sec=3",
+                                                     "scoring.batch_size=256"]),
+                       [unit], progress=False)
+    assert ref.starts.tolist() == list(range(285))
+    # every 3 rows (3 s at 1 s), plus the window that ends at the last row
+    assert fast.starts.tolist() == [*range(0, 285, 3), 284]
+    assert fast.reports[0].metrics["scoring_stride_rows"] == 3
+    np.testing.assert_allclose(fast.scores, ref.scores[fast.starts], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(fast.aux["channel_errors"],
+                               ref.aux["channel_errors"][fast.starts], rtol=1e-5, atol=1e-6)
+    unchecked = score_files(trained, load_config(config, ["scoring.stride_sec=3",
+                                                          "dqvl.enabled=false"]),
+                            [unit], progress=False)  # the period comes from the stamps
+    assert unchecked.starts.tolist() == fast.starts.tolist()
+    # at most a quarter window (16 rows -> 4), so every row stays in >= 4 windows
+    capped = score_files(trained, load_config(config, ["scoring.stride_sec=600"]), [unit],
+                         progress=False)
+    assert capped.starts.tolist() == list(range(0, 285, 4))
+
+
+def test_time_stride_applies_to_vibration_windows(root: Path, tmp_path: Path) -> None:
+    trained = load_trained(root / "checkpoints" / "swinmae_ssl.pt", expected_stream="swinmae")
+    config = root / "configs" / "swin.yaml"
+    path = write_vib(tmp_path / "vib.csv", 3.0, seed=3)
+    every = score_files(trained, load_config(config), [path], progress=False)
+    fine = score_files(trained, load_config(config, ["scoring.stride_sec=0.125"]), [path],
+                       progress=False)
+    assert np.diff(every.starts).tolist() == [500] * 5  # data.win_stride_sec 0.5 s at 1 kHz
+    assert np.diff(fine.starts).tolist() == [125] * 20
+    np.testing.assert_allclose(fine.scores[::4], every.scores, rtol=1e-5, atol=1e-6)
 
 
 # --------------------------------------------------------------------------- infer_score
