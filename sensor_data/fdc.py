@@ -2,9 +2,10 @@
 
 Why as-is: sorting, filling, resampling or clipping here would hide exactly the problems
 DQVL has to report (shuffled or duplicated stamps, gaps, NaN, inf).  The only conversion
-is to one float32 ``(T, C)`` array, filled column by column so a large file is never held
-in several full copies.  Every expected problem with a file raises
-:class:`core.errors.DataError` with the file name and the problem, never a traceback.
+is to one float32 ``(T, C)`` array, allocated once for the file's row count and filled
+chunk by chunk, column by column, so a large file is never held in several full copies.
+Every expected problem with a file raises :class:`core.errors.DataError` with the file
+name and the problem, never a traceback.
 
 Real plant exports carry columns that are not sensors, and feeding them to the model
 leaks labels or teaches it a row counter.  So, unless ``channels`` lists the channels,
@@ -45,6 +46,7 @@ CSV_SUFFIXES = (".csv",)
 PARQUET_SUFFIXES = (".parquet", ".pq")
 SUPPORTED_SUFFIXES = CSV_SUFFIXES + PARQUET_SUFFIXES
 _CHUNK_CELLS = 2_000_000  # values converted per chunk: bounds the float64 staging memory
+_MOVE_CELLS = 1 << 18  # values moved per block when columns are selected in place
 # What pandas raises for text it cannot parse as CSV (garbage, bad quoting, bad bytes).
 _CSV_ERRORS = (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, ValueError)
 FLOAT32_MAX = float(np.finfo(np.float32).max)
@@ -199,19 +201,69 @@ def _plan(columns: list[str], sample: pd.DataFrame, rules: ColumnRules, source: 
     return _Plan(ts_col, time_like, wanted, excluded, auto, auto and rules.exclude_counters)
 
 
+class _Rows:
+    """One array filled chunk by chunk, allocated for the expected row count up front.
+
+    Why: keeping every chunk and concatenating them at the end holds all values twice.
+    The count comes from the file (Parquet metadata, the CSV row scan, a frame's length);
+    should it be off, the array grows (too few rows) or is cut to the rows read.
+    """
+
+    def __init__(self, expected: int, tail: tuple[int, ...], dtype: Any) -> None:
+        self.data = np.empty((max(0, expected), *tail), dtype=dtype)
+        self.n = 0
+
+    def take(self, n: int) -> np.ndarray:
+        """The next ``n`` rows to fill in."""
+        end = self.n + n
+        if end > len(self.data):
+            grown = np.empty((max(end, 2 * len(self.data)), *self.data.shape[1:]), self.data.dtype)
+            grown[: self.n] = self.data[: self.n]
+            self.data = grown
+        rows, self.n = self.data[self.n : end], end
+        return rows
+
+    def result(self) -> np.ndarray:
+        """The rows filled in (a copy only when fewer rows came than expected)."""
+        return self.data if self.n == len(self.data) else self.data[: self.n].copy()
+
+
+def select_columns(values: np.ndarray, columns: np.ndarray) -> np.ndarray:
+    """``values[:, columns]`` (a subset or a reordering), built inside ``values``' buffer.
+
+    Why: a fancy-indexed copy would hold the file twice.  Rows are moved one block at a
+    time; output row ``i`` lands at or before source row ``i`` and each block is copied
+    before it is written, so no row is overwritten before it is read.  ``values`` is
+    consumed.  A dropped share of the buffer stays allocated unless it is over a quarter
+    (then the result is copied out).
+    """
+    columns = np.asarray(columns, dtype=np.int64)
+    n_rows, n_keep = values.shape[0], columns.size
+    if n_keep > values.shape[1]:  # more columns out than in: no room to do it in place
+        return np.ascontiguousarray(values[:, columns])
+    flat = values.reshape(-1)  # a view of a C-contiguous array (else a copy: still right)
+    step = max(1, _MOVE_CELLS // max(1, values.shape[1]))
+    for start in range(0, n_rows, step):
+        block = values[start : start + step][:, columns]
+        flat[start * n_keep : start * n_keep + block.size] = block.reshape(-1)
+    kept = flat[: n_rows * n_keep].reshape(n_rows, n_keep)
+    return kept.copy() if 4 * n_keep < 3 * values.shape[1] else kept
+
+
 class _TableBuilder:
-    """Accumulates frame chunks into float32 blocks, so a large file is converted piecewise.
+    """Converts frame chunks into one float32 array, so a large file is converted piecewise.
 
     A column is non-numeric when no value in the whole file converts to a number while
     some value is non-empty, and a counter when every value is a whole number above the
     one before; both are only known after the last chunk.
     """
 
-    def __init__(self, plan: _Plan) -> None:
+    def __init__(self, plan: _Plan, expected_rows: int = 0) -> None:
         self.plan = plan
         n = len(plan.wanted)
-        self.blocks: list[np.ndarray] = []
-        self.stamps: list[np.ndarray] = []
+        self.values = _Rows(expected_rows, (n,), np.float32)
+        self.stamps = _Rows(expected_rows if plan.timestamp_col else 0, (), "datetime64[ns]")
+        self.chunks = 0
         self.has_number = np.zeros(n, dtype=bool)
         self.has_value = np.zeros(n, dtype=bool)
         self.counting = np.full(n, plan.counters)
@@ -254,13 +306,13 @@ class _TableBuilder:
         return numbers
 
     def add(self, chunk: pd.DataFrame) -> None:
-        block = np.empty((len(chunk), len(self.plan.wanted)), dtype=np.float32)
+        block = self.values.take(len(chunk))
         for j, name in enumerate(self.plan.wanted):
             with np.errstate(over="ignore"):  # beyond float32 becomes inf, kept for DQVL
                 block[:, j] = self._numbers(j, chunk[name])
-        self.blocks.append(block)
         if self.plan.timestamp_col is not None:
-            self.stamps.append(parse_timestamps(chunk[self.plan.timestamp_col]))
+            self.stamps.take(len(chunk))[:] = parse_timestamps(chunk[self.plan.timestamp_col])
+        self.chunks += 1
 
     def _exclusions(self, n_rows: int) -> dict[str, str]:
         """Structural reasons a read column is no channel, by column."""
@@ -289,16 +341,13 @@ class _TableBuilder:
         }
 
     def build(self, file_id: str) -> FdcTable:
-        n_rows = sum(len(b) for b in self.blocks)
-        reasons = self._exclusions(n_rows)
+        values = self.values.result()
+        reasons = self._exclusions(len(values))
         names = self.plan.wanted
         keep = np.array([j for j, c in enumerate(names) if c not in reasons], dtype=np.int64)
-        blocks = [b[:, keep] for b in self.blocks] if reasons else self.blocks
-        values = blocks[0] if len(blocks) == 1 else np.concatenate(blocks, axis=0)
-        self.blocks = []
-        stamps = None
-        if self.plan.timestamp_col is not None:
-            stamps = self.stamps[0] if len(self.stamps) == 1 else np.concatenate(self.stamps)
+        if reasons:
+            values = select_columns(values, keep)
+        stamps = self.stamps.result() if self.plan.timestamp_col is not None else None
         return FdcTable(
             file_id=file_id,
             values=values,
@@ -313,11 +362,15 @@ class _TableBuilder:
         )
 
 
-def _table_from_chunks(plan: _Plan, chunks: Iterable[pd.DataFrame], file_id: str) -> FdcTable:
-    builder = _TableBuilder(plan)
+def _table_from_chunks(
+    plan: _Plan, chunks: Iterable[pd.DataFrame], file_id: str, expected_rows: int = 0
+) -> FdcTable:
+    """The table of all ``chunks``; ``expected_rows`` (the file's row count) sizes the
+    values array once, see :class:`_Rows`."""
+    builder = _TableBuilder(plan, expected_rows)
     for chunk in chunks:
         builder.add(chunk.set_axis([str(c) for c in chunk.columns], axis=1))
-    if not builder.blocks:
+    if not builder.chunks:
         builder.add(pd.DataFrame(columns=plan.usecols))
     return builder.build(file_id)
 
@@ -335,7 +388,7 @@ def table_from_frame(
     rules = ColumnRules(timestamp_col, channels, channel_regex, exclude_columns, exclude_counters)
     frame = frame.set_axis([str(c) for c in frame.columns], axis=1)
     plan = _plan(list(frame.columns), frame.head(SAMPLE_ROWS), rules, file_id)
-    return _table_from_chunks(plan, [frame], file_id)
+    return _table_from_chunks(plan, [frame], file_id, len(frame))
 
 
 # --------------------------------------------------------------------------- CSV
@@ -408,9 +461,11 @@ def _parquet_error(shown: str, exc: Exception) -> DataError:
     return DataError(f"{shown}: not a readable Parquet file ({first})")
 
 
-def _parquet_header(path: Path, shown: str) -> list[str]:
+def _parquet_header(path: Path, shown: str) -> tuple[list[str], int]:
+    """Column names and row count, from the footer alone."""
     try:
-        return [str(c) for c in pq.read_schema(path).names]
+        meta = pq.read_metadata(path)
+        return [str(c) for c in meta.schema.to_arrow_schema().names], int(meta.num_rows)
     except (pa.ArrowException, OSError, ValueError) as exc:
         raise _parquet_error(shown, exc) from None
 
@@ -418,13 +473,20 @@ def _parquet_header(path: Path, shown: str) -> list[str]:
 def _parquet_chunks(
     path: Path, shown: str, usecols: list[str] | None, rows: int
 ) -> Iterator[pd.DataFrame]:
-    """Batches as frames; pandas metadata is ignored, so an index stays a column."""
+    """Batches as frames; pandas metadata is ignored, so an index stays a column.
+
+    ``pre_buffer=False``: pre-buffering kept every row group's raw bytes read so far, a
+    second copy of the whole file by the last batch.  Arrow's allocator keeps freed pages
+    for reuse; they are handed back at the end, so DQVL and scoring do not carry them.
+    """
     try:
-        with pq.ParquetFile(path) as source:
+        with pq.ParquetFile(path, pre_buffer=False) as source:
             for batch in source.iter_batches(batch_size=rows, columns=usecols):
                 yield batch.to_pandas(ignore_metadata=True)
     except (pa.ArrowException, OSError, ValueError) as exc:
         raise _parquet_error(shown, exc) from None
+    finally:
+        pa.default_memory_pool().release_unused()
 
 
 def _parquet_sample(path: Path, shown: str, header: list[str]) -> pd.DataFrame:
@@ -438,18 +500,19 @@ def _read_csv_table(path: Path, shown: str, rules: ColumnRules, fid: str) -> Fdc
     layout = _CsvLayout.of(path, header, shape)
     plan = _plan(header, _read_csv(path, shown, layout, nrows=SAMPLE_ROWS), rules, shown)
     rows = _chunk_rows(len(layout.names))
-    table = _table_from_chunks(plan, _csv_chunks(path, shown, layout, rows), fid)
+    chunks = _csv_chunks(path, shown, layout, rows)
+    table = _table_from_chunks(plan, chunks, fid, shape.n_rows)
     table.csv_rows = shape
     return table
 
 
 def _read_parquet_table(path: Path, shown: str, rules: ColumnRules, fid: str) -> FdcTable:
-    header = _parquet_header(path, shown)
+    header, n_rows = _parquet_header(path, shown)
     if not header:
         raise DataError(f"{shown}: no columns")
     plan = _plan(header, _parquet_sample(path, shown, header), rules, shown)
-    rows = _chunk_rows(len(plan.usecols))
-    return _table_from_chunks(plan, _parquet_chunks(path, shown, plan.usecols, rows), fid)
+    chunks = _parquet_chunks(path, shown, plan.usecols, _chunk_rows(len(plan.usecols)))
+    return _table_from_chunks(plan, chunks, fid, n_rows)
 
 
 def read_fdc(

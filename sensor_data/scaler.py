@@ -39,6 +39,7 @@ MIN_SPREAD_SHARE = 0.01
 EPSILON_REL = 1e-3
 IQR_PER_STD = 1.349  # IQR of a normal distribution in stds
 IQR_PER_MAD = 2.0  # IQR of a normal distribution in median absolute deviations
+TRANSFORM_CELLS = 1 << 20  # values scaled per row block (bounds the NaN/inf mask)
 
 
 def channel_order(
@@ -141,17 +142,27 @@ class ChannelScaler:
         bound = None if clip is None else float(clip)
         return cls(method, center, scale, list(channels), bound, floored, clipped)
 
-    def transform(self, values: np.ndarray) -> np.ndarray:
-        """Scaled float32 copy; NaN/inf become 0.0 (the centre), then |z| is bounded."""
+    def transform(self, values: np.ndarray, *, in_place: bool = False) -> np.ndarray:
+        """Scaled float32 values; NaN/inf become 0.0 (the centre), then |z| is bounded.
+
+        A copy, unless ``in_place`` and ``values`` is a writeable C-contiguous float32
+        array: then it is overwritten and returned (scoring has no use for the raw values,
+        and a large file would be held twice).  Row blocks keep the masks small.
+        """
         if values.ndim != 2 or values.shape[1] != len(self.channels):
             raise ValueError(f"expected (T, {len(self.channels)}) values, got {values.shape}")
-        out = values.astype(np.float32, copy=True)
-        with np.errstate(over="ignore", invalid="ignore"):
-            out -= self.center.astype(np.float32)
-            out /= self.scale.astype(np.float32)
-        out[~np.isfinite(out)] = 0.0
-        if self.clip is not None:
-            np.clip(out, -self.clip, self.clip, out=out)
+        reuse = in_place and values.dtype == np.float32 and values.flags.c_contiguous
+        out = values if reuse and values.flags.writeable else values.astype(np.float32)
+        center, scale = self.center.astype(np.float32), self.scale.astype(np.float32)
+        step = max(1, TRANSFORM_CELLS // max(1, out.shape[1]))
+        for start in range(0, out.shape[0], step):
+            block = out[start : start + step]
+            with np.errstate(over="ignore", invalid="ignore"):
+                block -= center
+                block /= scale
+            block[~np.isfinite(block)] = 0.0
+            if self.clip is not None:
+                np.clip(block, -self.clip, self.clip, out=block)
         return out
 
     def check_channels(self, channels: Sequence[str], source: str) -> list[int]:
