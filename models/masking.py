@@ -41,6 +41,17 @@ def random_masks(
     return mask.scatter_(-1, chosen, True)
 
 
+def stable_order(keys: torch.Tensor) -> torch.Tensor:
+    """Indices sorting integer ``keys`` along the last axis, ties in index order.
+
+    The same result as ``argsort(keys, stable=True)`` from a plain sort of unique keys
+    (``key * n + index``): ONNX has no stable sort, so the scoring graphs export only this way.
+    """
+    n = keys.shape[-1]
+    position = torch.arange(n, device=keys.device)
+    return torch.argsort(keys.to(torch.int64) * n + position, dim=-1)
+
+
 def n_covering_masks(n_units: int, k: int) -> int:
     """How many masks of ``k`` units :func:`covering_masks` needs to cover ``n_units``."""
     return math.ceil(n_units / k)
@@ -49,7 +60,7 @@ def n_covering_masks(n_units: int, k: int) -> int:
 def covering_masks(keys: torch.Tensor, k: int) -> torch.Tensor:
     """Deterministic masks ``(n_masks, n_units)``, each with exactly ``k`` units, covering all.
 
-    Units are ordered by ``keys`` (stable, so ties keep their index order) and mask ``j``
+    Units are ordered by integer ``keys`` (stable, so ties keep their index order) and mask ``j``
     takes the cyclic window ``order[j*k : j*k + k]``.  Giving units with the same key
     ``key = position % n_masks`` (1-D) or ``(row + col) % n_masks`` (2-D) interleaves each
     mask over the whole sample, so every masked unit keeps visible neighbours, much like
@@ -59,7 +70,7 @@ def covering_masks(keys: torch.Tensor, k: int) -> torch.Tensor:
     (see :func:`average_masked`).
     """
     n_units = keys.numel()
-    order = torch.argsort(keys.flatten(), stable=True)
+    order = stable_order(keys.flatten())
     n_masks = n_covering_masks(n_units, k)
     masks = torch.zeros(n_masks, n_units, dtype=torch.bool, device=keys.device)
     for j in range(n_masks):

@@ -32,6 +32,7 @@ from models.masking import (
     masked_count,
     n_covering_masks,
     random_masks,
+    stable_order,
 )
 
 
@@ -227,13 +228,19 @@ class PatchTSTSSL(nn.Module):
                              f", got counts from {lo} to {hi}")
         return lo
 
-    def _predict(self, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """Reconstruction ``(B, C, N, P)``: predictions at masked patches, the input elsewhere."""
+    def _predict(
+        self, target: torch.Tensor, mask: torch.Tensor, n_masked: int | None = None
+    ) -> torch.Tensor:
+        """Reconstruction ``(B, C, N, P)``: predictions at masked patches, the input elsewhere.
+
+        ``n_masked``: the mask's known count per series; None counts and checks it (a
+        data-dependent step that keeps a graph from being exported).
+        """
         b, c, n, p = target.shape
-        k = self._masked_count(mask, (b, c))
+        k = self._masked_count(mask, (b, c)) if n_masked is None else n_masked
         series = target.reshape(b * c, n, p)
-        # Stable sort puts the visible positions first, both groups in position order.
-        order = torch.argsort(mask.reshape(b * c, n).to(torch.uint8), dim=-1, stable=True)
+        # Stable order puts the visible positions first, both groups in position order.
+        order = stable_order(mask.reshape(b * c, n))
         visible_idx, masked_idx = order[:, : n - k], order[:, n - k :]
 
         visible = torch.gather(series, 1, visible_idx.unsqueeze(-1).expand(-1, -1, p))
@@ -261,13 +268,19 @@ class PatchTSTSSL(nn.Module):
         loss = (sq * mask).sum() / mask.sum()
         return {"loss": loss, "recon": recon, "target": target, "mask": mask}
 
-    def patch_errors(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """Per-patch MSE ``(B, C, N)`` of the reconstruction under ``mask`` (0 where visible)."""
+    def patch_errors(
+        self, x: torch.Tensor, mask: torch.Tensor, n_masked: int | None = None
+    ) -> torch.Tensor:
+        """Per-patch MSE ``(B, C, N)`` of the reconstruction under ``mask`` (0 where visible).
+
+        ``n_masked``: the mask's count when known (see :meth:`_predict`).
+        """
         target = self._patchify(x)
-        return (self._predict(target, mask) - target).square().mean(dim=-1)
+        return (self._predict(target, mask, n_masked) - target).square().mean(dim=-1)
 
     def scoring_errors(self, x: torch.Tensor) -> torch.Tensor:
         """Deterministic per-patch error ``(B, C, N)``: each patch averaged over the
         :meth:`complementary_masks` that hid it (same input -> same score)."""
         masks = self.complementary_masks(x.shape[0], x.shape[2], x.device)
-        return average_masked([self.patch_errors(x, m) for m in masks], masks)
+        errors = [self.patch_errors(x, m, self.n_masked) for m in masks]
+        return average_masked(errors, masks)
