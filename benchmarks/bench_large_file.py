@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shlex
 import subprocess
 import sys
 import tempfile
@@ -35,6 +34,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+from benchmarks.memory import reproduce_command
 
 REPO = Path(__file__).resolve().parents[1]
 OUT_DIR = REPO / "artifacts" / "benchmarks" / "large_file"
@@ -341,9 +342,7 @@ def main(argv: list[str] | None = None) -> int:
                 _print_file(path, result["rows"], file_mib)
             _print_result(result, file_mib)
     print(f"\ntotal {time.perf_counter() - t0:.0f} s; goal: peak RSS <= ~2x the file size")
-    cmd = "python -m benchmarks.bench_large_file " + shlex.join(sys.argv[1:] if argv is None
-                                                                else argv)
-    print(f"reproduce: {cmd.strip()}")
+    print(f"reproduce: {reproduce_command('benchmarks.bench_large_file', argv)}")
     return 0
 
 

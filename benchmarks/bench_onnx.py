@@ -13,7 +13,6 @@ difference between the two is printed with the rates.  Run from the repository r
 from __future__ import annotations
 
 import argparse
-import shlex
 import statistics
 import sys
 import tempfile
@@ -24,21 +23,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-import streams
-from benchmarks.memory import print_peak_rss
-from inference.checkpoint_io import Trained
+from benchmarks.bench_scoring import add_model_args, random_trained
+from benchmarks.memory import print_peak_rss, reproduce_command
 from inference.export_onnx import export_graph, window_shape
 from inference.onnx_scoring import OnnxScoringGraph, onnx_infer_score
 from inference.scoring import infer_score
-
-
-def random_trained(stream: str, config: str, channels: int) -> Trained:
-    """A randomly initialised model of ``config`` as scoring sees a checkpoint."""
-    cfg = streams.load_config(config, stream=stream)
-    meta = {"n_channels": channels, "channels": [f"c{i}" for i in range(channels)]}
-    model = streams.build_model(cfg, meta).eval()
-    info = {"path": f"random weights ({config})", "sha256": "random"}
-    return Trained(model, cfg, meta, {}, info, torch.device("cpu"))
 
 
 def _interleaved(fns: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
@@ -81,11 +70,7 @@ def bench_stream(stream: str, config: str, args: argparse.Namespace, folder: Pat
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmarks.bench_onnx",
                                 description=__doc__.split("\n\n")[0])
-    p.add_argument("--patch-config", default="configs/patchtst_ssl.yaml")
-    p.add_argument("--swin-config", default="configs/swinmae_ssl.yaml")
-    p.add_argument("--channels", type=int, default=52, help="FDC channels (TEP has 52)")
-    p.add_argument("--batch", type=int, default=64)
-    p.add_argument("--repeats", type=int, default=5)
+    add_model_args(p)
     p.add_argument("--threads", type=int, default=2, help="torch and ONNX Runtime threads")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -99,8 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     print("ratio = ONNX Runtime windows/s / PyTorch windows/s; max rel = largest |score "
           "difference| / largest |score|")
     print_peak_rss()
-    cmd = "python -m benchmarks.bench_onnx " + shlex.join(sys.argv[1:] if argv is None else argv)
-    print(f"reproduce: {cmd.strip()}")
+    print(f"reproduce: {reproduce_command('benchmarks.bench_onnx', argv)}")
     return 0
 
 

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import shlex
 import statistics
 import sys
 import time
@@ -30,8 +29,8 @@ from collections.abc import Callable
 
 import torch
 
-import streams
-from benchmarks.memory import print_peak_rss
+from benchmarks.memory import print_peak_rss, reproduce_command
+from inference.checkpoint_io import Trained
 from inference.scoring import infer_score
 from sensor_data.windows import scoring_stride
 from streams import build_model, load_config
@@ -51,12 +50,29 @@ def _median_seconds(fn: Callable[[], object], repeats: int, device: torch.device
     return statistics.median(times)
 
 
-def bench_stream(stream: str, config: str, batch: int, channels: int, repeats: int,
-                 device: torch.device) -> dict[str, float]:
+def random_trained(stream: str, config: str, channels: int) -> Trained:
+    """A randomly initialised model of ``config``, as scoring sees a checkpoint."""
     cfg = load_config(config, stream=stream)
     meta = {"n_channels": channels, "channels": [f"c{i}" for i in range(channels)]}
-    model = build_model(cfg, meta).to(device).eval()
-    task = streams.get(stream)
+    model = build_model(cfg, meta).eval()
+    info = {"path": f"random weights ({config})", "sha256": "random"}
+    return Trained(model, cfg, meta, {}, info, torch.device("cpu"))
+
+
+def add_model_args(p: argparse.ArgumentParser) -> None:
+    """The stream configs, FDC channels, batch and repeats every scoring benchmark takes."""
+    p.add_argument("--patch-config", default="configs/patchtst_ssl.yaml")
+    p.add_argument("--swin-config", default="configs/swinmae_ssl.yaml")
+    p.add_argument("--channels", type=int, default=52, help="FDC channels (TEP has 52)")
+    p.add_argument("--batch", type=int, default=64)
+    p.add_argument("--repeats", type=int, default=5)
+
+
+def bench_stream(stream: str, config: str, batch: int, channels: int, repeats: int,
+                 device: torch.device) -> dict[str, float]:
+    trained = random_trained(stream, config, channels)
+    cfg, task = trained.cfg, trained.task
+    model = trained.model.to(device)
     gen = torch.Generator().manual_seed(0)
     if stream == "patchtst":
         x = torch.randn(batch, cfg.data.seq_len, channels, generator=gen)
@@ -85,11 +101,7 @@ def bench_stream(stream: str, config: str, batch: int, channels: int, repeats: i
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmarks.bench_scoring",
                                 description=__doc__.split("\n\n")[0])
-    p.add_argument("--patch-config", default="configs/patchtst_ssl.yaml")
-    p.add_argument("--swin-config", default="configs/swinmae_ssl.yaml")
-    p.add_argument("--channels", type=int, default=52, help="FDC channels (TEP has 52)")
-    p.add_argument("--batch", type=int, default=64)
-    p.add_argument("--repeats", type=int, default=5)
+    add_model_args(p)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     p.add_argument("--unit-rows", type=int, default=86_400,
@@ -142,9 +154,7 @@ def main(argv: list[str] | None = None) -> int:
           f"{ref_min / fast_min:.1f}x the reference (scores at the windows it keeps are the "
           f"reference's: tests/test_scoring.py)")
     print_peak_rss()
-    cmd = "python -m benchmarks.bench_scoring " + shlex.join(sys.argv[1:] if argv is None
-                                                             else argv)
-    print(f"reproduce: {cmd.strip()}")
+    print(f"reproduce: {reproduce_command('benchmarks.bench_scoring', argv)}")
     return 0
 
 

@@ -393,6 +393,15 @@ def _covering_starts(n_rows: int, window: int, stride: int) -> np.ndarray:
     return starts
 
 
+def _period_s(table: FdcTable, report: DqvlReport, cfg: PatchTSTConfig) -> float | None:
+    """Seconds per row: DQVL's measurement when it ran, else the stamps', else ``data.fs``;
+    None (unused) when scoring has no time stride."""
+    if cfg.scoring.stride_sec is None:
+        return None
+    period = report.metrics.get("median_period_s") or median_period_s(table.timestamps)
+    return period or (1 / cfg.data.fs if cfg.data.fs else None)
+
+
 def prepare_fdc_scoring(
     paths: list[Path],
     scaler: ChannelScaler,
@@ -430,8 +439,7 @@ def prepare_fdc_scoring(
         if table is None:
             log_drop(report, progress)
             continue
-        period = median_period_s(table.timestamps) or (1 / cfg.data.fs if cfg.data.fs else None)
-        step = scoring_stride(window, stride, cfg.scoring.stride_sec, period)
+        step = scoring_stride(window, stride, cfg.scoring.stride_sec, _period_s(table, report, cfg))
         report.metrics["scoring_stride_rows"] = step
         starts = _covering_starts(table.n_rows, window, step)
         index.append(np.column_stack([np.full_like(starts, len(arrays)), starts]))
