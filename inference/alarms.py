@@ -11,7 +11,10 @@ one file's scores in time order; batch decisions, the benchmark and live scoring
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from collections import deque
+from dataclasses import asdict, dataclass
+from typing import Any
 
 import numpy as np
 
@@ -38,43 +41,98 @@ def window_levels(scores: np.ndarray, warn: float, anomaly: float) -> np.ndarray
     return np.asarray(LEVELS, dtype=object)[idx]
 
 
-def _recent_counts(over: np.ndarray, n: int) -> np.ndarray:
-    """How many of the last ``n`` windows (this one included) are ``True``."""
-    c = np.concatenate([[0], np.cumsum(over, dtype=np.int64)])
-    idx = np.arange(1, len(over) + 1)
-    return c[idx] - c[np.maximum(idx - n, 0)]
+@dataclass
+class _Open:
+    """The event being tracked: where it started, when it was raised, how it stands."""
+
+    start: int
+    raised: int
+    level: str
+    last_high: int
+    quiet: int = 0
+
+
+@dataclass(frozen=True)
+class Transition:
+    """What one window changed: an event ``raised``, ``escalated`` to anomaly, ``cleared``."""
+
+    kind: str
+    span: EventSpan
+
+
+class AlarmTracker:
+    """The persistence / hysteresis rule one window at a time.
+
+    Batch decisions feed a whole file (:func:`find_events`) and the live scorer feeds
+    windows as they are scored, through the same code, so both raise the same events.
+    ``state()`` / ``from_state()`` carry it over a restart as plain data.
+    """
+
+    def __init__(self, warn: float, anomaly: float, clear: float, rule: AlarmRule) -> None:
+        self.warn, self.anomaly, self.clear, self.rule = warn, anomaly, clear, rule
+        self.index = 0  # the next window
+        self.recent: deque[tuple[bool, bool]] = deque(maxlen=rule.raise_n)  # (>warn, >anomaly)
+        self.event: _Open | None = None
+
+    def _span(self, e: _Open, open_: bool = True) -> EventSpan:
+        return EventSpan(e.level, e.start, e.raised, e.last_high, open=open_)
+
+    def step(self, score: float) -> list[Transition]:
+        """Take the next window's score; the transitions it caused (usually none)."""
+        i, s, rule = self.index, float(score), self.rule
+        self.index += 1
+        self.recent.append((s > self.warn, s > self.anomaly))
+        out: list[Transition] = []
+        e = self.event
+        if e is None:
+            if sum(w for w, _ in self.recent) < rule.raise_k:
+                return out
+            first = next(j for j, (w, _) in enumerate(self.recent) if w)
+            e = self.event = _Open(start=i - len(self.recent) + 1 + first, raised=i,
+                                   level="warn", last_high=i)
+            out.append(Transition("raised", self._span(e)))
+        if e.level == "warn" and sum(a for _, a in self.recent) >= rule.raise_k:
+            e.level = "anomaly"
+            if out:  # raised straight at anomaly
+                out[-1] = Transition("raised", self._span(e))
+            else:
+                out.append(Transition("escalated", self._span(e)))
+        if s > self.clear or not math.isfinite(s):
+            e.last_high, e.quiet = i, 0
+        else:
+            e.quiet += 1
+        if e.quiet >= rule.clear_windows:
+            out.append(Transition("cleared", self._span(e, open_=False)))
+            self.event = None
+        return out
+
+    def open_span(self) -> EventSpan | None:
+        return None if self.event is None else self._span(self.event)
+
+    def state(self) -> dict[str, Any]:
+        return {"index": self.index, "recent": [list(r) for r in self.recent],
+                "event": None if self.event is None else asdict(self.event)}
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any], warn: float, anomaly: float, clear: float,
+                   rule: AlarmRule) -> AlarmTracker:
+        t = cls(warn, anomaly, clear, rule)
+        t.index = int(state["index"])
+        t.recent.extend((bool(w), bool(a)) for w, a in state["recent"])
+        t.event = None if state["event"] is None else _Open(**state["event"])
+        return t
 
 
 def find_events(
     scores: np.ndarray, warn: float, anomaly: float, clear: float, rule: AlarmRule
 ) -> list[EventSpan]:
     """Alarm events of one file's window scores (time order); see the module docstring."""
-    s = np.asarray(scores, dtype=np.float64)
-    over_w = s > warn
-    n_warn = _recent_counts(over_w, rule.raise_n)
-    n_anom = _recent_counts(s > anomaly, rule.raise_n)
+    tracker = AlarmTracker(warn, anomaly, clear, rule)
     events: list[EventSpan] = []
-    i, n = 0, len(s)
-    while i < n:
-        if n_warn[i] < rule.raise_k:
-            i += 1
-            continue
-        lo = max(0, i - rule.raise_n + 1)
-        start = lo + int(np.argmax(over_w[lo: i + 1]))
-        raised, level, last_high, quiet = i, "warn", i, 0
-        j = i
-        while j < n and quiet < rule.clear_windows:
-            if n_anom[j] >= rule.raise_k:
-                level = "anomaly"
-            if s[j] > clear or not np.isfinite(s[j]):
-                last_high, quiet = j, 0
-            else:
-                quiet += 1
-            j += 1
-        closed = quiet >= rule.clear_windows
-        events.append(EventSpan(level, start, raised, last_high, open=not closed))
-        i = j
-    return events
+    for s in np.asarray(scores, dtype=np.float64).tolist():
+        events += [t.span for t in tracker.step(s) if t.kind == "cleared"]
+    still = tracker.open_span()
+    return events + ([still] if still is not None else [])
 
 
 def file_decision(events: list[EventSpan]) -> str:

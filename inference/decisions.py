@@ -130,7 +130,7 @@ class StreamDecisions:
 
 
 # --------------------------------------------------------------------------- helpers
-def _num(x: float) -> float:
+def num6(x: float) -> float:
     """Six significant digits: keeps decisions.json readable and small."""
     return float(f"{float(x):.6g}")
 
@@ -139,12 +139,12 @@ def _iso(t: np.datetime64) -> str:
     return str(np.datetime_as_string(t, unit="ms"))
 
 
-def _top(names: list[str], values: np.ndarray, k: int) -> dict[str, float]:
+def top_parts(names: list[str], values: np.ndarray, k: int) -> dict[str, float]:
     order = np.argsort(values)[::-1][:k]
-    return {names[i]: _num(values[i]) for i in order}
+    return {names[i]: num6(values[i]) for i in order}
 
 
-def _top_text(top: dict[str, float], k: int) -> str:
+def top_text(top: dict[str, float], k: int) -> str:
     return ";".join(f"{n}:{v:.4g}" for n, v in list(top.items())[:k])
 
 
@@ -223,14 +223,14 @@ def event_records(
         band_map = None
         if bands is not None and band_labels:
             mean_bands = bands[rows].mean(axis=0)
-            band_map = _top(list(band_labels), mean_bands, len(band_labels))
+            band_map = top_parts(list(band_labels), mean_bands, len(band_labels))
         out.append(EventRecord(
             id=n, level=span.level, start=where.end(span.start),
             raised_at=where.end(span.raised), end=where.end(span.end),
             start_window=span.start, raised_window=span.raised, end_window=span.end,
             n_windows=span.end - span.start + 1, duration_s=where.seconds(span.start, span.end),
-            peak_score=_num(scores[peak]), peak_window=peak, open=span.open,
-            contributors=_top(names, parts[rows].mean(axis=0), k), bands=band_map))
+            peak_score=num6(scores[peak]), peak_window=peak, open=span.open,
+            contributors=top_parts(names, parts[rows].mean(axis=0), k), bands=band_map))
     return out
 
 
@@ -275,16 +275,16 @@ def decide_files(
         result.file_scores[fid] = s
         windows = []
         for j in range(len(sel)):
-            top = _top(names, p[j], k)
-            band_map = None if b is None else {lab: _num(v) for lab, v in
+            top = top_parts(names, p[j], k)
+            band_map = None if b is None else {lab: num6(v) for lab, v in
                                                zip(band_labels, b[j], strict=True)}
             row = {"file": fid, "window": j, "start": where.start(j), "end": where.end(j),
                    "score": float(s[j]), "level": str(file_lv[j]),
-                   "top_contributors": _top_text(top, dcfg.top_contributors)}
+                   "top_contributors": top_text(top, dcfg.top_contributors)}
             if b is not None:
                 row["top_band"] = band_labels[int(np.argmax(b[j]))]
             windows.append(WindowResult(index=j, start=row["start"], end=row["end"],
-                                        score=_num(s[j]), level=row["level"],
+                                        score=num6(s[j]), level=row["level"],
                                         contributions=top, bands=band_map))
             window_rows.append(row)
         spans = find_events(s, thresholds.warn, thresholds.anomaly, thresholds.clear, dcfg.alarm)
@@ -294,15 +294,15 @@ def decide_files(
                 "file": fid, "event": e.id, "level": e.level, "start": e.start,
                 "raised_at": e.raised_at, "end": e.end, "n_windows": e.n_windows,
                 "duration_s": e.duration_s, "peak_score": e.peak_score, "open": e.open,
-                "top_contributors": _top_text(e.contributors, dcfg.top_contributors),
-                "top_bands": _top_text(e.bands, 3) if e.bands else ""})
+                "top_contributors": top_text(e.contributors, dcfg.top_contributors),
+                "top_bands": top_text(e.bands, 3) if e.bands else ""})
         decision = file_decision(spans)
         truth = truths.get(Path(fid).name)
         result.files.append(FileDecision(
             file_id=fid, dqvl_decision=dqvl.get(fid, "keep"), decision=decision,
             n_windows=int(len(sel)), n_warn=int(np.sum(file_lv == "warn")),
             n_anomaly=int(np.sum(file_lv == "anomaly")),
-            max_score=_num(s.max()) if len(sel) else None,
+            max_score=num6(s.max()) if len(sel) else None,
             n_events=len(events), first_alarm=events[0].raised_at if events else None,
             events=events,
             label=truth.label if truth else None,
@@ -531,7 +531,7 @@ def write_outputs(
             "checkpoint": r.checkpoint,
             "checkpoint_sha256": r.checkpoint_sha256,
             "checkpoint_run_id": r.checkpoint_run_id,
-            "thresholds": {k: _num(v) for k, v in r.thresholds.model_dump().items()},
+            "thresholds": {k: num6(v) for k, v in r.thresholds.model_dump().items()},
             "alarm": r.alarm.model_dump(),
             "effective": r.effective,
             "contributor_kind": streams.get(r.stream).part_kind,

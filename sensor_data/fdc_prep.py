@@ -402,6 +402,17 @@ def _period_s(table: FdcTable, report: DqvlReport, cfg: PatchTSTConfig) -> float
     return period or (1 / cfg.data.fs if cfg.data.fs else None)
 
 
+def fdc_recording(
+    path: Path, scaler: ChannelScaler, cfg: PatchTSTConfig
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """One FDC file's raw values in the scaler's channel order and its stamps, for replay;
+    DataError when a model channel is missing (columns training excluded are ignored)."""
+    table = read_fdc(Path(path), **_selection(cfg))
+    ignore = {c: f"excluded in training: {why}" for c, why in scaler.excluded.items()}
+    order = channel_order(list(scaler.channels), table.channels, table.file_id, ignore)
+    return select_columns(table.values, np.asarray(order)), table.timestamps
+
+
 def prepare_fdc_scoring(
     paths: list[Path],
     scaler: ChannelScaler,

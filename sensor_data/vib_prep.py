@@ -162,14 +162,35 @@ def to_configured_fs(table: VibTable, cfg: SwinMAEConfig) -> np.ndarray:
     return out.astype(np.float32)
 
 
-def extract_windows(values: np.ndarray, starts: np.ndarray, win: int) -> np.ndarray:
+def center_windows(windows: np.ndarray) -> np.ndarray:
     """``(N, win, 3)`` windows, each axis mean-removed with NaN/inf set to 0 (see module doc)."""
-    windows = values[starts[:, None] + np.arange(win)]
     finite = np.isfinite(windows)
     safe = np.where(finite, windows, 0)
     count = np.maximum(finite.sum(axis=1, keepdims=True), 1)
     mean = safe.sum(axis=1, keepdims=True, dtype=np.float64) / count
     return np.where(finite, safe - mean.astype(np.float32), 0).astype(np.float32)
+
+
+def extract_windows(values: np.ndarray, starts: np.ndarray, win: int) -> np.ndarray:
+    """The ``win``-sample windows at ``starts``, centred (:func:`center_windows`)."""
+    return center_windows(values[starts[:, None] + np.arange(win)])
+
+
+def window_images(windows: np.ndarray, cfg: SwinMAEConfig, device: torch.device) -> torch.Tensor:
+    """Scalograms of raw ``(B, win, 3)`` windows, for rows scored as they arrive (no cache:
+    each window is seen once)."""
+    spec = CwtSpec.from_config(cfg)
+    return torch.from_numpy(compute_scalograms(center_windows(windows), spec, device))
+
+
+def vibration_recording(path: Path, cfg: SwinMAEConfig) -> tuple[np.ndarray, np.ndarray | None]:
+    """A vibration file at the configured fs with the sample times batch scoring gives its
+    windows (first stamp + offset / fs), for replay."""
+    table = read_vibration(path, cfg.data.axes, cfg.data.timestamp_col)
+    values = to_configured_fs(table, cfg)
+    if table.timestamps is None or np.isnat(table.timestamps[0]):
+        return values, None
+    return values, sample_times(table.timestamps[0], np.arange(len(values)), cfg.data.fs)
 
 
 @dataclass

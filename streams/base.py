@@ -9,7 +9,7 @@ dashboard only talk to this protocol, so a new stream is one module.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol
@@ -72,6 +72,34 @@ class Breakdown:
 
     parts: torch.Tensor  # (B, K): one error per channel / axis / ...
     extra: dict[str, Any] = field(default_factory=dict)  # e.g. band errors and labels
+
+
+@dataclass
+class Recording:
+    """A recorded file as rows in a stream's live columns (for replay)."""
+
+    values: np.ndarray  # (N, C) float32, NaN where missing
+    stamps: np.ndarray | None  # (N,) datetime64[ns], or None when the file has no time
+
+
+@dataclass
+class LiveInput:
+    """How a stream's model sees rows that arrive one at a time (the live scorer's view).
+
+    The live scorer cuts windows at the same starts as batch scoring (every ``stride`` rows
+    from the first row) and hands ``prepare`` the raw rows, so a window scores as it
+    would in a file.
+    """
+
+    columns: list[str]  # what a source delivers per row, in this order
+    window: int  # rows (samples) per window
+    stride: Callable[[float | None], int]  # rows between windows, from the sample period (s)
+    period_s: float | None  # the configured sample period (None: measured from the stamps)
+    covering_last: bool  # batch scoring adds a window that ends at a file's last row
+    prepare: Callable[[np.ndarray], torch.Tensor]  # (B, window, C) raw rows -> model batch
+    read_recording: Callable[[Path], Recording]  # a file as rows in ``columns`` (replay)
+    steady: frozenset[str] = frozenset()  # columns constant in training: not "stuck"
+    file_names: dict[str, str] = field(default_factory=dict)  # column -> its name in files
 
 
 class StreamTask(Protocol):
@@ -137,6 +165,12 @@ class StreamTask(Protocol):
 
     def extra_artifacts(self, cfg: StreamConfig) -> list[tuple[str, str]]:
         """``(repo-relative path, kind)`` of artifacts beyond the common run layout."""
+        ...
+
+    def live_input(
+        self, cfg: StreamConfig, model_meta: dict[str, Any], device: torch.device
+    ) -> LiveInput:
+        """Columns, window geometry and preparation for scoring rows as they arrive."""
         ...
 
 

@@ -22,6 +22,8 @@ from core.errors import CheckpointError, DataError
 from core.paths import display_path, resolve_path
 from streams.base import (
     Breakdown,
+    LiveInput,
+    Recording,
     ScoringData,
     TrainingSetup,
     file_globs,
@@ -154,6 +156,31 @@ class PatchTSTTask:
 
     def extra_artifacts(self, cfg: PatchTSTConfig) -> list[tuple[str, str]]:
         return [(cfg.data.scaler_path, "scaler")]
+
+    def live_input(
+        self, cfg: PatchTSTConfig, model_meta: dict[str, Any], device: torch.device
+    ) -> LiveInput:
+        from sensor_data.fdc_prep import fdc_recording
+        from sensor_data.windows import scoring_stride
+
+        scaler = load_scaler(cfg, model_meta)
+        window, n = cfg.data.seq_len, len(scaler.channels)
+
+        def prepare(windows: np.ndarray) -> torch.Tensor:
+            flat = scaler.transform(np.ascontiguousarray(windows, np.float32).reshape(-1, n))
+            return torch.from_numpy(flat.reshape(windows.shape))
+
+        return LiveInput(
+            columns=list(scaler.channels),
+            window=window,
+            stride=lambda period: scoring_stride(window, cfg.data.stride,
+                                                 cfg.scoring.stride_sec, period),
+            period_s=1 / cfg.data.fs if cfg.data.fs else None,
+            covering_last=True,
+            prepare=prepare,
+            read_recording=lambda path: Recording(*fdc_recording(path, scaler, cfg)),
+            steady=frozenset(scaler.floored),
+        )
 
 
 TASK = PatchTSTTask()

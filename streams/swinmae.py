@@ -23,6 +23,8 @@ from dsp.bands import BandLayout, row_groups
 from dsp.cwt import CwtSpec
 from streams.base import (
     Breakdown,
+    LiveInput,
+    Recording,
     ScoringData,
     TrainingSetup,
     file_globs,
@@ -136,6 +138,25 @@ class SwinMAETask:
 
     def extra_artifacts(self, cfg: SwinMAEConfig) -> list[tuple[str, str]]:
         return []
+
+    def live_input(
+        self, cfg: SwinMAEConfig, model_meta: dict[str, Any], device: torch.device
+    ) -> LiveInput:
+        from sensor_data.vib_prep import vibration_recording, window_geometry, window_images
+        from sensor_data.windows import scoring_stride
+
+        win, stride = window_geometry(cfg)
+        step = scoring_stride(win, stride, cfg.scoring.stride_sec, 1 / cfg.data.fs)
+        return LiveInput(
+            columns=list(AXES),
+            window=win,
+            stride=lambda period: step,  # windows are cut at the configured fs
+            period_s=1 / cfg.data.fs,
+            covering_last=False,
+            prepare=lambda windows: window_images(windows, cfg, device),
+            read_recording=lambda path: Recording(*vibration_recording(path, cfg)),
+            file_names=dict(cfg.data.axes or {}),
+        )
 
 
 TASK = SwinMAETask()

@@ -1,0 +1,1 @@
+"""Live sources: one adapter per protocol behind inference.live.rows.LiveSource."""
