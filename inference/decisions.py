@@ -377,6 +377,7 @@ def decide_stream(
     recalibrate: bool = False,
     device_pref: str = "auto",
     truths: dict[str, Truth] | None = None,
+    backend: str = "torch",
 ) -> tuple[StreamDecisions, ScoredFiles]:
     entry = dcfg.streams[stream]
     cfg = streams.load_config(entry.config, entry.overrides, stream=stream)
@@ -391,7 +392,12 @@ def decide_stream(
         pattern = test_override or entry.test_path
         shown = pattern if isinstance(pattern, str) else ", ".join(pattern)
         raise DataError(f"[{stream}] no test files match {shown}")
-    scored = score_files(trained, cfg, files, profile=threshold_profile(thr))
+    basis = None
+    if backend != "torch":  # thresholds stay calibrated in PyTorch
+        from inference.onnx_scoring import scoring_backend
+
+        basis = scoring_backend(trained, backend)
+    scored = score_files(trained, cfg, files, profile=threshold_profile(thr), basis=basis)
     limits = Thresholds(**{k: float(thr[k]) for k in ("clear", "warn", "anomaly")})
     return decide_files(stream, trained, scored, limits, dcfg, truths), scored
 

@@ -46,10 +46,15 @@ from core.errors import CheckpointError
 from core.io import atomic_write_bytes, atomic_write_json, file_sha256
 from core.paths import display_path, resolve_path
 from inference.checkpoint_io import Trained, check_config_matches, load_trained
-from inference.onnx_scoring import INPUT_NAME, OUTPUT_NAME, OnnxScoringGraph, sidecar_path
+from inference.onnx_scoring import (
+    INPUT_NAME,
+    OUTPUT_NAME,
+    OnnxScoringGraph,
+    default_graph_path,
+    sidecar_path,
+)
 
 ONNX_OPSET = 18  # well covered by onnxruntime 1.32 and the torch 2.14 exporter
-ONNX_DIR = "artifacts/onnx"
 EXAMPLE_BATCH = 2  # torch.export specialises sizes 0 and 1, so the example batch is 2
 
 
@@ -62,10 +67,6 @@ class ScoringGraph(nn.Module):
 
     def forward(self, windows: torch.Tensor) -> torch.Tensor:
         return self.model.scoring_errors(windows).float().mean(dim=-1)
-
-
-def default_out(stream: str) -> str:
-    return f"{ONNX_DIR}/{stream}_scoring.onnx"
 
 
 def window_shape(trained: Trained) -> tuple[int, ...]:
@@ -141,14 +142,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--set", dest="overrides", action="append", default=[],
                         metavar="KEY=VALUE", help="config override (repeatable)")
     parser.add_argument("--out", default=None,
-                        help=f"ONNX file (repo-relative; default {default_out('<stream>')}); "
-                        "the sidecar is written next to it as .json")
+                        help="ONNX file (repo-relative; default "
+                        f"{default_graph_path('<stream>')}); the sidecar is written next to it "
+                        "as .json")
     args = parser.parse_args(argv)
 
     trained = _load(args)
     for name in ("onnxscript", "onnx_ir"):  # the optimiser's constant-folding chatter
         logging.getLogger(name).setLevel(logging.ERROR)
-    out = resolve_path(args.out or default_out(trained.stream))
+    out = resolve_path(args.out or default_graph_path(trained.stream))
     meta = export_graph(trained, out)
     diff = example_parity(trained, out)
     shape = ", ".join(str(n) for n in meta["input_shape"])

@@ -13,6 +13,7 @@ loading it for any other checkpoint (or with a sidecar from another export) is r
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,12 +25,35 @@ from core.errors import CheckpointError
 from core.io import file_sha256
 from core.paths import display_path, resolve_path
 from inference.checkpoint_io import Trained
-from inference.scoring import breakdown
+from inference.scoring import BACKENDS, breakdown
 from streams.base import StreamTask
 
+ONNX_DIR = "artifacts/onnx"
 INPUT_NAME = "windows"
 OUTPUT_NAME = "basis"
 EXPORT_HINT = "re-export it with python -m inference.export_onnx"
+
+
+def default_graph_path(stream: str) -> str:
+    """Where ``python -m inference.export_onnx`` writes a stream's graph by default."""
+    return f"{ONNX_DIR}/{stream}_scoring.onnx"
+
+
+def scoring_backend(trained: Trained, backend: str, graph: str | Path | None = None
+                    ) -> Callable[[torch.Tensor], np.ndarray] | None:
+    """The model pass for ``backend``: None for PyTorch (the checkpoint's model), else the
+    ONNX Runtime session of the graph exported from this very checkpoint."""
+    if backend == "torch":
+        return None
+    if backend != "onnx":
+        raise CheckpointError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+    path = resolve_path(graph or default_graph_path(trained.stream))
+    if not path.is_file():
+        raise CheckpointError(
+            f"{display_path(path)}: no ONNX graph for {trained.stream}; export it first: "
+            f"python -m inference.export_onnx --stream {trained.stream} --checkpoint "
+            f"{trained.ckpt_info['path']}")
+    return OnnxScoringGraph(path, trained).basis
 
 
 def sidecar_path(onnx_path: str | Path) -> Path:

@@ -32,7 +32,7 @@ aggregates.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -46,6 +46,10 @@ from core.config import ScoringConfig
 from core.device import amp_settings
 from streams.base import StreamTask
 
+# A model pass: a batch of windows -> its basis errors (PyTorch by default; ONNX Runtime
+# through inference.onnx_scoring.scoring_backend).
+BasisFn = Callable[[torch.Tensor], torch.Tensor | np.ndarray]
+BACKENDS = ("torch", "onnx")
 AGGREGATIONS = ("mean", "max", "topk")
 PROFILE_EPS = 1e-8  # floor of errors and profile before the log ratio
 STATIC_AUX = ("band_edges_hz", "band_labels")  # the same for every batch: not stacked
@@ -124,6 +128,15 @@ def infer_score(
     error profile for relative scores (None: raw errors).  On CUDA the forward runs under
     autocast (bf16 where supported, else fp16); errors are kept in float32.
     """
+    basis = model_basis(batch, model, amp)
+    score, aux = breakdown(basis, task, aggregation=aggregation, top_k=top_k,
+                           profile=profile, layout=layout)
+    aux["basis"] = basis.cpu().numpy()
+    return score, aux
+
+
+def model_basis(batch: torch.Tensor, model: nn.Module, amp: bool = True) -> torch.Tensor:
+    """The model's errors under its complementary masks, averaged over the last axis."""
     model.eval()
     device = next(model.parameters()).device
     batch = batch.to(device, non_blocking=True).float()
@@ -132,10 +145,23 @@ def infer_score(
         torch.inference_mode(),
         torch.autocast(device.type, dtype=amp_cfg.dtype, enabled=amp_cfg.enabled),
     ):
-        basis = model.scoring_errors(batch).float().mean(dim=-1)
-    score, aux = breakdown(basis, task, aggregation=aggregation, top_k=top_k,
-                           profile=profile, layout=layout)
-    aux["basis"] = basis.cpu().numpy()
+        return model.scoring_errors(batch).float().mean(dim=-1)
+
+
+def score_batch(
+    batch: torch.Tensor, trained: Any, scoring: ScoringConfig, layout: Any = None,
+    profile: np.ndarray | None = None, basis: BasisFn | None = None,
+) -> tuple[np.ndarray, dict[str, Any]]:
+    """:func:`infer_score` with a checkpoint's settings, or with another model pass
+    (``basis``, e.g. ONNX Runtime) in front of the same breakdown."""
+    if basis is None:
+        return infer_score(batch, trained.model, trained.task, aggregation=scoring.aggregation,
+                           top_k=scoring.top_k, layout=layout, profile=profile,
+                           amp=trained.cfg.device.amp)
+    errors = basis(batch)
+    score, aux = breakdown(errors, trained.task, aggregation=scoring.aggregation,
+                           top_k=scoring.top_k, profile=profile, layout=layout)
+    aux["basis"] = np.asarray(errors.cpu() if isinstance(errors, torch.Tensor) else errors)
     return score, aux
 
 
@@ -147,12 +173,14 @@ def score_windows(
     progress: bool = True,
     scoring: ScoringConfig | None = None,
     profile: np.ndarray | None = None,
+    basis: BasisFn | None = None,
 ) -> tuple[np.ndarray, dict[str, Any]]:
     """Score every item of ``dataset`` in order: ``scores (N,)`` and stacked aux arrays.
 
     Aggregation, top-k and batch size come from ``scoring`` (default: the checkpoint
     config's ``scoring`` section); scoring settings never change the model, so a run
-    config may choose them freely.  ``profile``: normal error profile for relative scores.
+    config may choose them freely.  ``profile``: normal error profile for relative scores;
+    ``basis``: another model pass (see :func:`score_batch`).
     """
     sc = scoring or trained.cfg.scoring
     loader = DataLoader(dataset, batch_size=batch_size or sc.batch_size, shuffle=False)
@@ -163,9 +191,7 @@ def score_windows(
     static: dict[str, Any] = {}
     for batch in tqdm(loader, desc=f"scoring {trained.stream}", unit="batch", disable=not progress,
                       leave=False):
-        s, aux = infer_score(batch, trained.model, task, aggregation=sc.aggregation,
-                             top_k=sc.top_k, layout=layout, profile=profile,
-                             amp=trained.cfg.device.amp)
+        s, aux = score_batch(batch, trained, sc, layout, profile, basis)
         scores.append(s)
         for key, value in aux.items():
             if key in STATIC_AUX:
@@ -214,6 +240,7 @@ def score_files(
     progress: bool = True,
     max_windows: int | None = None,
     profile: np.ndarray | None = None,
+    basis: BasisFn | None = None,
 ) -> ScoredFiles:
     """Read, check (DQVL), window and score files with a loaded checkpoint.
 
@@ -221,14 +248,15 @@ def score_files(
     by the caller); the stream reads and windows them (``StreamTask.prepare_scoring``).
     Dropped files are listed with their reason, never fatal here.
     ``max_windows`` scores only that many windows, spread evenly over all of them;
-    ``profile`` is the normal error profile for relative scores (None: raw errors).
+    ``profile`` is the normal error profile for relative scores (None: raw errors);
+    ``basis`` another model pass (None: the checkpoint's model in PyTorch).
     """
     data = trained.task.prepare_scoring(cfg, trained.model_meta, list(paths), trained.device)
     dataset = data.dataset
     pick = _spread(len(dataset), max_windows)
     subset = dataset if len(pick) == len(dataset) else Subset(dataset, pick.tolist())
     scores, aux = score_windows(subset, trained, progress=progress, scoring=cfg.scoring,
-                                profile=profile)
+                                profile=profile, basis=basis)
     dropped = [{"file_id": r.file_id, "reason": r.reason()} for r in data.reports
                if not r.usable]
     return ScoredFiles(

@@ -38,6 +38,7 @@ from inference.decisions import (
     write_outputs,
 )
 from inference.labels import read_labels
+from inference.scoring import BACKENDS
 from sensor_data.dqvl_report import write_reports
 
 ALL = "dual"  # every stream the decision config names
@@ -127,6 +128,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--run-id", default=None)
     parser.add_argument("--out-dir", default=None, help="default: output_dir of the config")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    parser.add_argument("--backend", choices=BACKENDS, default="torch",
+                        help="model pass for scoring: torch, or onnx (ONNX Runtime on the graph "
+                        "python -m inference.export_onnx wrote for the same checkpoint, in "
+                        "artifacts/onnx/; calibration stays in PyTorch)")
     return parser
 
 
@@ -153,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
     results = []
     for stream in wanted:
         result, scored = decide_stream(stream, dcfg, overrides.get(stream), args.recalibrate,
-                                       args.device, truths)
+                                       args.device, truths, args.backend)
         write_reports(scored.reports, layout.dqvl_dir(stream), run_id)
         results.append(result)
 

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import pytest
 import yaml
 
@@ -89,6 +90,39 @@ def run_live(config: Path, names: tuple[str, ...] = (), timeout_s: float = 120) 
     finally:
         timer.cancel()
     assert not stop.is_set(), "the live scorer did not finish in time"
+
+
+class Running:
+    """One live stream's scorer on a thread, for sources that never end."""
+
+    def __init__(self, config: Path, stream: str) -> None:
+        (self.scorer,) = build_scorers(load_live_config(config), (stream,))
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=run_scorers, args=([self.scorer], self.stop))
+        self.thread.start()
+
+    def wait(self, what: Any, timeout_s: float = 60) -> None:
+        deadline = time.monotonic() + timeout_s
+        while not what(self.scorer):
+            assert time.monotonic() < deadline and self.thread.is_alive(), "live scorer stuck"
+            time.sleep(0.02)
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join(30)
+        assert not self.thread.is_alive()
+
+
+def batch_grid(batch: dict[str, Any], n_windows: int) -> tuple[list, list]:
+    """The batch windows and events a source that never ends can match: without the
+    file's last, covering window (a live feed has no last row)."""
+    windows = [w for w in batch["windows"] if w["index"] < n_windows]
+    return windows, [e for e in batch["events"] if e["end_window"] < n_windows]
+
+
+def fdc_rows(path: Path) -> tuple[list[str], pd.DataFrame]:
+    frame = pd.read_csv(path)
+    return [c for c in frame.columns if c != "timestamp"], frame
 
 
 def read_lines(path: Path) -> list[dict[str, Any]]:
@@ -341,6 +375,117 @@ def test_bad_live_rows_give_data_quality_events_not_a_stop(decided: dict,
             ("bad_payload", "raised"), ("out_of_order", "raised")} <= dq
     scores = read_lines(run_root / "artifacts" / "live" / "patchtst" / "scores.jsonl")
     assert len(scores) == (198 - 16) // 4 + 1 and all(np.isfinite(s["score"]) for s in scores)
+
+
+def test_mqtt_rows_raise_the_batch_events(decided: dict, run_root: Path) -> None:
+    """The fault file published as JSON rows to a real Mosquitto broker, which goes down
+    and comes back in the middle (the scorer says so and goes on)."""
+    from tests.mqtt_broker import MosquittoBroker, publish_json
+
+    channels, frame = fdc_rows(run_root / "data" / "local" / "test" / "fdc" / "fault.csv")
+    payloads = [{"timestamp": t, "values": {c: float(r[c]) for c in channels}}
+                for t, (_, r) in zip(frame["timestamp"], frame.iterrows(), strict=True)]
+    with MosquittoBroker() as broker:
+        config = live_config(run_root, {"patchtst": {"source": {
+            "kind": "mqtt", "port": broker.port, "topic": "plant/{stream}/rows",
+            "reconnect": {"min_s": 0.1, "max_s": 0.5}}}})
+        live = Running(config, "patchtst")
+        try:
+            live.wait(lambda s: s.connected)
+            publish_json(broker.host, broker.port, "plant/patchtst/rows", payloads[:150])
+            live.wait(lambda s: s.n_rows == 150)
+            broker.stop()
+            live.wait(lambda s: not s.connected)
+            broker.start()
+            live.wait(lambda s: s.connected)
+            publish_json(broker.host, broker.port, "plant/patchtst/rows", payloads[150:])
+            live.wait(lambda s: s.n_rows == len(payloads))
+        finally:
+            live.close()
+    out = run_root / "artifacts" / "live" / "patchtst"
+    windows, events = batch_grid(decided["patchtst"]["fault.csv"], live.scorer.next_window)
+    assert [s["end"] for s in read_lines(out / "scores.jsonl")] == [w["end"] for w in windows]
+    lines = read_lines(out / "events.jsonl")
+    status = json.loads((out / "status.json").read_text())
+    assert_same_events(final_events(lines, status), events)
+    dq = [(x["event"]["check"], x["transition"]) for x in lines if x["kind"] == "data_quality"]
+    assert dq == [("source_down", "raised"), ("source_down", "cleared")]
+
+
+def test_opcua_nodes_raise_the_batch_events(decided: dict, run_root: Path) -> None:
+    """The fault file published on one node per channel of a real asyncua server, with the
+    rows' stamps as source timestamps; a node the server lacks is a data-quality event."""
+    from tests.opcua_server import ReplayOpcUaServer
+
+    channels, frame = fdc_rows(run_root / "data" / "local" / "test" / "fdc" / "fault.csv")
+    stamps = pd.to_datetime(frame["timestamp"]).to_numpy("datetime64[ns]")
+    values = frame[channels].to_numpy(np.float64)
+    with ReplayOpcUaServer(channels) as server:
+        config = live_config(run_root, {"patchtst": {"source": {
+            "kind": "opcua", "endpoint": server.endpoint, "publish_ms": 50}}})
+        live = Running(config, "patchtst")
+        try:
+            live.wait(lambda s: s.connected)
+            server.publish_rows(stamps, values)
+            live.wait(lambda s: s.n_rows == len(frame))
+        finally:
+            live.close()
+    out = run_root / "artifacts" / "live" / "patchtst"
+    windows, events = batch_grid(decided["patchtst"]["fault.csv"], live.scorer.next_window)
+    assert [s["end"] for s in read_lines(out / "scores.jsonl")] == [w["end"] for w in windows]
+    np.testing.assert_allclose([s["score"] for s in read_lines(out / "scores.jsonl")],
+                               [w["score"] for w in windows], rtol=1e-4)
+    lines = read_lines(out / "events.jsonl")
+    assert_same_events(final_events(lines, json.loads((out / "status.json").read_text())),
+                       events)
+    assert [x for x in lines if x["kind"] == "data_quality"] == []
+
+    with ReplayOpcUaServer(channels, missing={"ch_03"}) as server:
+        config = live_config(run_root, {"patchtst": {
+            "source": {"kind": "opcua", "endpoint": server.endpoint, "publish_ms": 50},
+            "guards": {"missing_rows": 10}}})
+        live = Running(config, "patchtst")
+        try:
+            live.wait(lambda s: s.connected)
+            later = stamps + np.timedelta64(1, "D")  # after what the first run scored
+            kept = [c for c in channels if c != "ch_03"]
+            server.publish_rows(later[:60], frame[kept].to_numpy(np.float64)[:60], columns=kept)
+            live.wait(lambda s: s.n_rows >= len(frame) + 60)
+        finally:
+            live.close()
+    dq = {(x["event"]["check"], tuple(x["event"]["channels"]))
+          for x in read_lines(out / "events.jsonl") if x["kind"] == "data_quality"}
+    assert ("bad_payload", ("ch_03",)) in dq and ("missing_channel", ("ch_03",)) in dq
+
+
+def test_onnx_backend_gives_the_same_decisions_batch_and_live(decided: dict,
+                                                               run_root: Path) -> None:
+    """--backend onnx: ONNX Runtime on the exported graphs, in the batch pipeline and the
+    live scorer, decides as PyTorch did."""
+    from inference.export_onnx import main as export_main
+    from inference.live.__main__ import main as live_main
+
+    with pytest.raises(Exception, match="export it first"):
+        pipeline_main(["--config", "configs/decision.yaml", "--backend", "onnx"])
+    for stream, config in (("patchtst", "patch"), ("swinmae", "swin")):
+        assert export_main(["--stream", stream, "--checkpoint", f"checkpoints/{stream}_ssl.pt",
+                            "--config", f"configs/{config}.yaml"]) == 0
+    assert pipeline_main(["--config", "configs/decision.yaml", "--backend", "onnx",
+                          "--out-dir", "artifacts/onnx_decisions"]) == 0
+    onnx = json.loads((run_root / "artifacts" / "onnx_decisions" / "decisions.json").read_text())
+    for stream, block in onnx["streams"].items():
+        for f in block["files"]:
+            ref = decided[stream][f["file_id"]]
+            np.testing.assert_allclose([w["score"] for w in f["windows"]],
+                                       [w["score"] for w in ref["windows"]], rtol=1e-4)
+            assert_same_events(f["events"], ref["events"])
+    config = live_config(run_root, {"patchtst": {"source": {
+        "kind": "replay", "path": "data/local/test/fdc/fault.csv"}}})
+    assert live_main(["--config", str(config), "--backend", "onnx"]) == 0
+    out = run_root / "artifacts" / "live" / "patchtst"
+    lines = read_lines(out / "events.jsonl")
+    status = json.loads((out / "status.json").read_text())
+    assert_same_events(final_events(lines, status), decided["patchtst"]["fault.csv"]["events"])
 
 
 def test_live_config_errors_are_one_line(tmp_path: Path, repo_tmp: Path) -> None:

@@ -1,5 +1,6 @@
 """Local dashboard server: the web UI, a read API over the exported state, live status
-over server-sent events, uploads into ``data/local/`` and one pipeline run at a time.
+over server-sent events (the pipeline run and the live scorer's streams), uploads into
+``data/local/`` and one pipeline run at a time.
 
 Run it from the repository root::
 
@@ -28,6 +29,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
@@ -61,11 +63,15 @@ STATE_REL = "training_dashboard/data/dashboard-state.json"
 RUNS_REL = "training_dashboard/data/runs"
 LAYOUT_REL = "training_dashboard/data/dashboard-layout.json"
 RUN_LOG_REL = "artifacts/pipeline/logs/dashboard_run.log"
+LIVE_REL = "artifacts/live"  # where ``python -m inference.live`` writes <stream>/status.json
+LIVE_STALE_S = 10.0  # a scorer rewrites status.json every ~0.5 s; silence this long is news
+LIVE_MAX_BYTES = 8 * 1024 * 1024  # a status file this large is not the scorer's
 LOG_TAIL_LINES = 50
 TOKEN_ENV = "SSL_DASHBOARD_TOKEN"
 MIN_TOKEN_LENGTH = 16
 LOOPBACK_HOSTS = ["127.0.0.1", "localhost"]
 _RUN_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+_STREAM_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 EMPTY_HINT = (
     "No dashboard state yet. Run `make run` (the whole demo job), or train with "
     "`python -m pipelines.run_local_training_pipeline`, which exports "
@@ -372,6 +378,78 @@ class StatusSource:
         }
 
 
+def resolve_live_dir(root: Path, live_dir: str) -> Path:
+    """``live_dir`` under the repository root; a path leading out of it is refused."""
+    path = (root / live_dir).resolve()
+    if not path.is_relative_to(root):
+        raise UserError(f"live dir {live_dir!r} is outside the repository root {root}")
+    return path
+
+
+def _age_s(stamp: Any, fallback_mtime: float) -> float:
+    """Seconds since an ISO ``updated`` stamp (UTC when it names no zone), else the mtime."""
+    try:
+        when = datetime.fromisoformat(str(stamp).replace("Z", "+00:00"))
+    except ValueError:
+        return time.time() - fallback_mtime
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return time.time() - when.timestamp()
+
+
+class LiveStatusFiles:
+    """The live scorer's ``<live_dir>/<stream>/status.json`` files, read defensively.
+
+    The scorer may be mid-write (it replaces the file atomically, but a copy or an older
+    writer may not), absent, or gone: an unreadable file is skipped, never an error.
+    """
+
+    def __init__(self, root: Path, live_dir: Path) -> None:
+        self.root = root
+        self.dir = live_dir
+
+    def _files(self) -> list[tuple[str, Path]]:
+        """(stream, status file) for every stream folder with a safe name inside the dir."""
+        try:
+            folders = sorted(p for p in self.dir.iterdir() if _STREAM_RE.fullmatch(p.name))
+        except OSError:
+            return []
+        files = [(p.name, p / "status.json") for p in folders]
+        return [(name, f) for name, f in files
+                if f.is_file() and f.resolve().is_relative_to(self.dir)]
+
+    def signature(self) -> tuple[tuple[str, int, int, bool], ...]:
+        """Changes when a file is rewritten, appears or vanishes, or falls silent (stale)."""
+        sig = []
+        for name, path in self._files():
+            try:
+                st = path.stat()
+            except OSError:
+                continue
+            silent = time.time() - st.st_mtime > LIVE_STALE_S
+            sig.append((name, st.st_mtime_ns, st.st_size, silent))
+        return tuple(sig)
+
+    def _read(self, path: Path) -> dict[str, Any] | None:
+        try:
+            st = path.stat()
+            if st.st_size > LIVE_MAX_BYTES:
+                return None
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+        if not isinstance(data, dict):
+            return None
+        age = _age_s(data.get("updated"), st.st_mtime)
+        return {**data, "stale": data.get("state") != "running" or age > LIVE_STALE_S,
+                "file": display_path(path, self.root)}
+
+    def payload(self) -> dict[str, Any]:
+        streams_ = {name: self._read(path) for name, path in self._files()}
+        return {"live_dir": display_path(self.dir, self.root),
+                "streams": {k: v for k, v in streams_.items() if v is not None}}
+
+
 def _file_signature(path: Path) -> tuple[int, int] | None:
     try:
         st = path.stat()
@@ -385,9 +463,11 @@ def _sse(event: str, data: Any) -> str:
 
 
 async def event_stream(
-    request: Request, root: Path, source: StatusSource, poll_s: float, heartbeat_s: float
+    request: Request, root: Path, source: StatusSource, live: LiveStatusFiles, poll_s: float,
+    heartbeat_s: float,
 ) -> AsyncIterator[str]:
-    """Send ``status`` / ``state`` / ``runs`` events when they change, heartbeats between."""
+    """Send ``status`` / ``state`` / ``runs`` / ``live`` events when they change, heartbeats
+    between. ``live`` carries the whole /api/live payload, so the page needs no request."""
     last: dict[str, Any] = {}
     last_sent = time.monotonic()
     yield "retry: 2000\n\n"
@@ -396,12 +476,16 @@ async def event_stream(
             "status": await asyncio.to_thread(source.payload),
             "state": _file_signature(root / STATE_REL),
             "runs": _file_signature(root / RUNS_REL / "index.json"),
+            "live": live.signature(),
         }
         for name, value in current.items():
             if name not in last or last[name] != value:
                 last[name] = value
                 last_sent = time.monotonic()
-                yield _sse(name, value if name == "status" else {"changed": True})
+                if name == "live":
+                    yield _sse(name, await asyncio.to_thread(live.payload))
+                else:
+                    yield _sse(name, value if name == "status" else {"changed": True})
         if time.monotonic() - last_sent >= heartbeat_s:
             last_sent = time.monotonic()
             yield ": heartbeat\n\n"
@@ -418,12 +502,14 @@ def create_app(
     poll_s: float = 1.0,
     heartbeat_s: float = 15.0,
     stop_grace_s: float = 5.0,
+    live_dir: str = LIVE_REL,
 ) -> FastAPI:
     """The dashboard app for ``repo_root``; run commands and limits are injectable for tests.
 
     ``train_cmd`` / ``test_cmd`` are argument lists; the validated run options are appended
     as flags. ``allowed_hosts`` restricts the Host header (the CLI sets loopback names on a
-    loopback bind, which stops DNS-rebinding pages from reaching the API).
+    loopback bind, which stops DNS-rebinding pages from reaching the API). ``live_dir`` is
+    where the live scorer writes, repository-relative; one outside ``repo_root`` is refused.
     """
     root = Path(repo_root).resolve()
     limits = upload_limits or UploadLimits()
@@ -434,6 +520,7 @@ def create_app(
         grace_s=stop_grace_s,
     )
     source = StatusSource(root, runner)
+    live = LiveStatusFiles(root, resolve_live_dir(root, live_dir))
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -489,10 +576,14 @@ def create_app(
     def get_status() -> Any:
         return source.payload()
 
+    @api.get("/live")
+    def get_live() -> Any:
+        return live.payload()
+
     @api.get("/events")
     async def events(request: Request) -> StreamingResponse:
         return StreamingResponse(
-            event_stream(request, root, source, poll_s, heartbeat_s),
+            event_stream(request, root, source, live, poll_s, heartbeat_s),
             media_type="text/event-stream",
             headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
         )
@@ -549,6 +640,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repo-root", default=None, help="repository root (default: this repo)")
     parser.add_argument("--token", default=os.environ.get(TOKEN_ENV),
                         help=f"API token (default ${TOKEN_ENV}); required off loopback")
+    parser.add_argument("--live-dir", default=LIVE_REL,
+                        help="folder the live scorer (python -m inference.live) writes "
+                             "<stream>/status.json into, relative to the repository root; "
+                             f"shown on the Live tab (default {LIVE_REL})")
     args = parser.parse_args(argv)
     root = Path(args.repo_root).resolve() if args.repo_root else repo_root()
     loopback = _is_loopback(args.host)
@@ -567,7 +662,7 @@ def main(argv: list[str] | None = None) -> int:
     # Host-header check on IPv4/localhost loopback binds (DNS rebinding); IPv6 Host
     # headers carry brackets that the middleware does not parse, so they are not limited.
     hosts = [*LOOPBACK_HOSTS, args.host] if loopback and ":" not in args.host else None
-    app = create_app(root, args.token, allowed_hosts=hosts)
+    app = create_app(root, args.token, allowed_hosts=hosts, live_dir=args.live_dir)
     shown_host = f"[{args.host}]" if ":" in args.host else args.host
     fragment = f"#token={args.token}" if args.token else ""
     print(f"dashboard: http://{shown_host}:{args.port}/{fragment}  (Ctrl-C stops it)")

@@ -10,6 +10,7 @@ from core.cli import run_main
 from core.paths import display_path, resolve_path
 from inference.live.config import load_live_config
 from inference.live.service import build_scorers, run_scorers
+from inference.scoring import BACKENDS
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -24,6 +25,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--stream", action="append", default=[], metavar="NAME",
                    help="only these streams of the config (repeatable; default: all)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    p.add_argument("--backend", choices=BACKENDS, default="torch",
+                   help="model pass: torch, or onnx (ONNX Runtime on the graph python -m "
+                   "inference.export_onnx wrote for the same checkpoint, in artifacts/onnx/)")
     p.add_argument("--fresh", action="store_true",
                    help="start from the first row: earlier outputs of these streams are moved "
                    "to <output_dir>/archive/ (nothing is deleted)")
@@ -33,7 +37,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     live = load_live_config(args.config)
-    scorers = build_scorers(live, args.stream, args.device, args.fresh)
+    scorers = build_scorers(live, args.stream, args.device, args.fresh, args.backend)
     stop = threading.Event()
 
     def on_signal(signum: int, _frame: object) -> None:

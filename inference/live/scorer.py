@@ -2,7 +2,7 @@
 
 The scorer is the batch decision path cut into steps.  Windows start every ``stride`` rows
 from the first row, as in a file; each is prepared and scored by the stream's code
-(:meth:`StreamTask.live_input`, :func:`inference.scoring.infer_score`), and the scores go
+(:meth:`StreamTask.live_input`, :func:`inference.scoring.score_batch`), and the scores go
 through :class:`inference.alarms.AlarmTracker`, the rule batch decisions use, so a
 replayed file raises the events its batch decision lists.  When a finite source ends,
 the window that ends at the last row is scored too, as batch scoring does.
@@ -39,7 +39,7 @@ from inference.live.config import LiveConfig, LiveStreamConfig
 from inference.live.guards import DqEvent, Guards, stamp_text
 from inference.live.rows import LiveRow, LiveSource, SourceItem, SourceNotice
 from inference.live.sinks import JsonlLog, load_state, save_state
-from inference.scoring import contributor_names, infer_score, parts_key
+from inference.scoring import BasisFn, contributor_names, parts_key, score_batch
 from streams.base import LiveInput
 
 STATE_VERSION = 1
@@ -63,9 +63,11 @@ class ScoringModel:
     names: list[str]
     top_k: int
     rule: AlarmRule  # the decision config's, which the thresholds were calibrated with
+    basis: BasisFn | None = None  # another model pass (ONNX Runtime), None: PyTorch
 
     @classmethod
-    def load(cls, stream: str, dcfg: DecisionConfig, device: Any) -> ScoringModel:
+    def load(cls, stream: str, dcfg: DecisionConfig, device: Any, backend: str = "torch"
+             ) -> ScoringModel:
         """The checkpoint, config and thresholds the batch decisions use; refuses
         thresholds that are missing or stale (run the test pipeline to calibrate)."""
         if stream not in dcfg.streams:
@@ -82,19 +84,23 @@ class ScoringModel:
             raise DataError(f"[{stream}] {display_path(path)}: {why}; calibrate first "
                             "(python -m pipelines.run_local_test_pipeline)")
         names = contributor_names(trained)
+        basis = None
+        if backend != "torch":
+            from inference.onnx_scoring import scoring_backend
+
+            basis = scoring_backend(trained, backend)
         return cls(stream, trained, cfg, thr, trained.task.live_input(cfg, trained.model_meta,
                                                                       device),
-                   names, len(names) if len(names) <= 3 else dcfg.top_contributors, dcfg.alarm)
+                   names, len(names) if len(names) <= 3 else dcfg.top_contributors, dcfg.alarm,
+                   basis)
 
     def score(self, windows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray | None,
                                                   list[str]]:
         """Scores, per-part errors, band errors (or None) and band labels of raw windows."""
-        sc, task = self.cfg.scoring, self.trained.task
-        scores, aux = infer_score(self.live.prepare(windows), self.trained.model, task,
-                                  aggregation=sc.aggregation, top_k=sc.top_k,
-                                  layout=task.score_layout(self.cfg),
-                                  profile=threshold_profile(self.thresholds),
-                                  amp=self.cfg.device.amp)
+        task = self.trained.task
+        scores, aux = score_batch(self.live.prepare(windows), self.trained, self.cfg.scoring,
+                                  task.score_layout(self.cfg),
+                                  threshold_profile(self.thresholds), self.basis)
         return scores, aux[parts_key(task)], aux.get("band_errors"), \
             list(aux.get("band_labels", []))
 

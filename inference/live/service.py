@@ -59,7 +59,7 @@ def archive_outputs(live: LiveConfig, stream: str) -> Path | None:
 
 
 def build_scorers(live: LiveConfig, names: Sequence[str] = (), device_pref: str = "auto",
-                  fresh: bool = False) -> list[LiveScorer]:
+                  fresh: bool = False, backend: str = "torch") -> list[LiveScorer]:
     """One scorer per configured stream (or those in ``names``), models loaded."""
     chosen = list(names) or list(live.streams)
     unknown = [n for n in chosen if n not in live.streams]
@@ -71,7 +71,7 @@ def build_scorers(live: LiveConfig, names: Sequence[str] = (), device_pref: str 
     for name in chosen:
         scfg = live.streams[name]
         device = select_device(device_pref != "cpu")
-        model = ScoringModel.load(name, dcfg, device)
+        model = ScoringModel.load(name, dcfg, device, backend)
         if fresh and (dest := archive_outputs(live, name)) is not None:
             print(f"[{name}] earlier live outputs moved to {display_path(dest)}")
         source = make_source(scfg.source, name, model.live, model.cfg)

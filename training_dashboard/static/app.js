@@ -1,9 +1,10 @@
 /* Training dashboard page: plain JavaScript, no build step, no network beyond this server.
  *
  * Data: /api/state (exported dashboard state), /api/layout (node positions), /api/status
- * (live status + run process + log tail), /api/runs (history). /api/events (server-sent
- * events) pushes status changes and tells the page when the state or history changed, so
- * it re-fetches them without reloading. All text from the server is inserted with
+ * (live status + run process + log tail), /api/runs (history), /api/live (the live
+ * scorer's streams). /api/events (server-sent events) pushes status and live-stream
+ * changes and tells the page when the state or history changed, so it re-fetches them
+ * without reloading. All text from the server is inserted with
  * textContent (never innerHTML), so file names and messages cannot inject markup.
  */
 "use strict";
@@ -13,6 +14,10 @@ const STREAMS = ["patchtst", "swinmae"];
 const STREAM_LABEL = { patchtst: "PatchTST", swinmae: "Swin-MAE", shared: "shared" };
 const NODE_H = 66;
 const TOP_CONTRIBUTORS = 12;
+const LEVEL_COLOR = { normal: "var(--done)", warn: "var(--warn)", anomaly: "var(--fail)" };
+const LEVEL_RANK = { normal: 0, warn: 1, anomaly: 2 };
+const LIVE_TOP_PARTS = 3; // contributors shown per live event: enough to say why
+const LIVE_RECENT_EVENTS = 12;
 
 const App = {
   token: null,
@@ -25,6 +30,8 @@ const App = {
   snapshots: {}, // run id -> state snapshot (history comparison)
   compare: { a: null, b: null },
   test: { stream: "patchtst", file: null, window: null, event: null },
+  live: null, // /api/live payload: the live scorer's streams
+  liveCards: {}, // stream -> its card's parts, kept so charts and scroll positions persist
   graph: { pos: {}, view: { k: 1, tx: 0, ty: 0 }, hidden: new Set(), selected: null, key: "", nodeW: 150 },
 };
 window.__dashboardLoadId = Math.random().toString(36).slice(2);
@@ -1122,12 +1129,11 @@ function renderTimeline() {
   $("#timeline-title").textContent = file ? `Score timeline · ${file.file_id}` : "Score timeline";
   const windows = (file && file.windows) || [];
   const axis = timelineAxis(windows);
-  const colors = { normal: "var(--done)", warn: "var(--warn)", anomaly: "var(--fail)" };
   const drawPoints = (scale) => {
     for (const w of windows) {
       const selected = App.test.window === w.index;
       const dot = svg("circle", { cx: scale.sx(axis.x(w)), cy: scale.sy(w.score), r: selected ? 6 : 4, class: `point level-${w.level}${selected ? " selected" : ""}`,
-        fill: colors[w.level] || "#888", stroke: selected ? "#1d2430" : "#fff", "stroke-width": selected ? 2 : 1, "data-index": w.index, style: "cursor:pointer" });
+        fill: LEVEL_COLOR[w.level] || "#888", stroke: selected ? "#1d2430" : "#fff", "stroke-width": selected ? 2 : 1, "data-index": w.index, style: "cursor:pointer" });
       dot.append(svg("title", {}, `window ${w.index} · ${w.start} – ${w.end} · score ${fmtNum(w.score)} (${w.level})`));
       dot.addEventListener("click", () => { selectTest({ window: w.index }); renderTimeline(); });
       root.append(dot);
@@ -1205,6 +1211,210 @@ function renderEventBreakdown(st, file, e) {
   showContributors(st, e.contributors, e.bands);
 }
 
+/* ------------------------------------------------------------------ live streams */
+async function loadLiveStreams() { applyLiveStreams(await api("/api/live")); }
+
+function applyLiveStreams(data) {
+  const text = JSON.stringify(data);
+  if (text === App.liveText) return;
+  App.liveText = text;
+  App.live = data;
+  renderLiveStreams();
+}
+
+function fmtCount(n) { return Number.isFinite(n) ? n.toLocaleString("en-US") : "—"; }
+
+/* Wall-clock stamps (``updated``) to the second, in UTC like the data's times. */
+function clockSeconds(iso) {
+  const ms = parseTime(iso);
+  return Number.isNaN(ms) ? "—" : new Date(ms).toISOString().slice(11, 19);
+}
+
+function partsLabel(st) { return st.part_kind === "axis" ? "axes" : "channels"; }
+
+function contributorChips(contributors) {
+  const top = Object.entries(contributors || {}).sort((a, b) => b[1] - a[1]).slice(0, LIVE_TOP_PARTS);
+  return el("span", { class: "config-chips contributors" },
+    ...top.map(([k, v]) => el("span", { class: "chip", "data-name": k, title: `${k}: mean error ${fmtNum(v)}` }, `${k} `, el("b", { text: fmtNum(v, 3) }))));
+}
+
+/* A card per stream, built once: its chart keeps its size observer and its lists their
+ * scroll positions while status updates arrive twice a second. */
+function liveCard(name) {
+  if (App.liveCards[name]) return App.liveCards[name];
+  const parts = {
+    head: el("div", { class: "monitor-head" }),
+    meta: el("div", { class: "monitor-meta muted small-text" }),
+    chart: svg("svg", { class: "chart monitor-chart", role: "img", "aria-label": `${name} live score timeline` }),
+    body: el("div", { class: "monitor-body" }),
+  };
+  const legend = el("span", { class: "legend" }, el("i", { class: "pt normal" }), "normal ", el("i", { class: "pt warn" }), "warn ",
+    el("i", { class: "pt anomaly" }), "anomaly ", el("i", { class: "ln thr-warn" }), el("i", { class: "ln thr-anomaly" }), "thr. ", el("i", { class: "span-key" }), "open event");
+  parts.card = el("div", { class: "card monitor-card", "data-stream": name }, parts.head, parts.meta,
+    el("div", { class: "card-head" }, el("h2", { text: "Score, latest windows" }), legend), parts.chart, parts.body);
+  App.liveCards[name] = parts;
+  return parts;
+}
+
+function dropLiveCard(name) {
+  chartObserver.unobserve(App.liveCards[name].chart);
+  App.liveCards[name].card.remove();
+  delete App.liveCards[name];
+}
+
+function staleHint(st) {
+  if (!st.stale) return null;
+  // Next to the "updated" time, which says since when.
+  const text = st.state !== "running" ? `scorer ${st.state || "not running"}` : "stale · no updates";
+  return el("span", { class: "stale-hint", title: `status file ${st.file}`, text });
+}
+
+function renderLiveHead(parts, name, st) {
+  const level = LEVEL_RANK[st.level] === undefined ? "na" : st.level;
+  const last = st.last;
+  const items = [el("h2", { text: st.title || name }),
+    el("span", { class: `pill level-chip ${level}`, text: level === "na" ? "no score yet" : level }),
+    last && Number.isFinite(last.score) ? el("span", { class: "monitor-score" }, "score ", el("b", { text: fmtNum(last.score, 3) })) : null,
+    el("span", { class: "muted", text: `${name} · ${st.state || "unknown"}`, title: st.checkpoint ? `checkpoint ${st.checkpoint}` : null }),
+    el("span", { class: "monitor-updated muted", text: `updated ${clockSeconds(st.updated)} UTC`, title: String(st.updated) }),
+    staleHint(st)];
+  clear(parts.head).append(...items.filter(Boolean));
+  const src = st.source || {};
+  clear(parts.meta).append(`${src.kind || "source"}${src.detail ? ` · ${src.detail}` : ""} `,
+    el("span", { class: `conn ${src.connected ? "on" : "off"}`, text: src.connected ? "connected" : "disconnected" }),
+    ` · ${fmtCount(st.rows)} rows · ${fmtCount(st.windows)} windows`);
+  parts.meta.title = `${src.kind || ""} ${src.detail || ""}`.trim();
+}
+
+/* The latest windows against the warn and anomaly thresholds, open events shaded. */
+function drawLiveTimeline(root, st) {
+  const recent = (st.recent || []).filter((w) => Number.isFinite(w.score));
+  const timed = recent.length > 0 && recent.every((w) => !Number.isNaN(parseTime(w.end)));
+  const x = timed ? (w) => parseTime(w.end) : (w) => w.window;
+  const th = st.thresholds || {};
+  const yLog = scoresNeedLog(recent.map((w) => w.score), th);
+  const spans = (scale) => {
+    for (const e of st.open_events || []) {
+      const from = timed ? parseTime(e.start) : e.start_window;
+      const a = Number.isFinite(from) ? Math.max(scale.left, scale.sx(from)) : scale.left;
+      root.append(svg("rect", { class: `event-span level-${e.level}`, x: a, y: scale.top, width: Math.max(3, scale.right - a), height: scale.bottom - scale.top, "data-event": e.id }));
+    }
+  };
+  const r = recent.length > 300 ? 1.8 : 2.6; // the scorer keeps up to 600 windows
+  const points = (scale) => {
+    for (const w of recent) {
+      const dot = svg("circle", { cx: scale.sx(x(w)), cy: scale.sy(w.score), r, class: `point level-${w.level}`, fill: LEVEL_COLOR[w.level] || "#888" });
+      dot.append(svg("title", {}, `window ${w.window} · ${w.end} · score ${fmtNum(w.score)} (${w.level})`));
+      root.append(dot);
+    }
+  };
+  const day = timed ? new Date(x(recent[recent.length - 1])).toISOString().slice(0, 10) : "";
+  drawLineChart(root, {
+    series: [{ points: recent.map((w) => [x(w), w.score]), color: "#8a96a8", width: 1.2 }],
+    hlines: [
+      { y: th.warn, color: "var(--warn)", label: `warn ${fmtNum(th.warn)}`, below: true, cls: "warn" },
+      { y: th.anomaly, color: "var(--fail)", label: `anomaly ${fmtNum(th.anomaly)}`, below: true, cls: "anomaly" },
+    ].filter((h) => Number.isFinite(h.y)),
+    xLabel: timed ? `time · ${day}` : "window", xTime: timed, integerX: !timed, yLabel: yLog ? "score (log)" : "score", yLog,
+    empty: "no scored windows yet", underlay: spans, decorate: points,
+  });
+}
+
+function liveTable(cls, headers, rows, emptyText) {
+  const table = el("table", { class: `table ${cls}` }, el("thead", {}, el("tr", {}, ...headers.map(([h, c]) => el("th", { class: c || "", text: h })))));
+  const body = el("tbody");
+  body.append(...rows);
+  if (!rows.length) body.append(el("tr", { class: "none" }, el("td", { colspan: headers.length, class: "muted", text: emptyText })));
+  table.append(body);
+  return table;
+}
+
+function openEventRow(e) {
+  return el("tr", { class: `level-${e.level}`, "data-event": e.id },
+    el("td", {}, el("span", { class: `pill ${e.level}`, text: e.level })),
+    el("td", { class: "num", text: fmtPos(e.raised_at), title: String(e.raised_at) }),
+    el("td", { class: "num", text: fmtPos(e.start), title: String(e.start) }),
+    el("td", { class: "num", text: fmtEventLength(e), title: `${e.n_windows} windows` }),
+    el("td", { class: "num", text: fmtNum(e.peak_score, 3) }),
+    el("td", {}, contributorChips(e.contributors)));
+}
+
+function channelList(channels) {
+  const all = Array.isArray(channels) ? channels : [];
+  return all.length > 4 ? `${all.slice(0, 4).join(", ")} +${all.length - 4}` : all.join(", ") || "—";
+}
+
+function dqRow(d) {
+  return el("tr", { "data-dq": d.id },
+    el("td", {}, el("span", { class: "pill warn", text: d.check || "check" })),
+    el("td", { class: "mono", text: channelList(d.channels), title: (d.channels || []).join(", ") }),
+    el("td", { class: "dq-detail", text: d.detail || "", title: d.detail || "" }),
+    el("td", { class: "num", text: fmtPos(d.start), title: String(d.start) }));
+}
+
+/* One events.jsonl line: when the data showed the transition, what it was, and why. */
+function recentEventItem(line) {
+  const e = line.event || {};
+  const dq = line.kind === "data_quality";
+  const at = line.transition === "raised" ? (dq ? e.start : e.raised_at) : e.end;
+  const pill = line.transition === "cleared" ? "normal" : dq ? "warn" : e.level;
+  return el("div", { class: "recent-item", "data-kind": line.kind, title: `written ${line.written || "—"}` },
+    el("span", { class: "mono recent-time", text: at === undefined ? "—" : fmtPos(at) }),
+    el("span", { class: `pill ${pill}`, text: line.transition }),
+    dq ? el("span", {}, el("b", { text: `data quality · ${e.check}` }), el("span", { class: "muted", text: ` ${channelList(e.channels)}` }))
+      : el("span", {}, el("b", { text: `${e.level} event ${e.id}` })),
+    dq ? null : contributorChips(e.contributors));
+}
+
+function renderLiveBody(parts, st) {
+  const scroll = parts.body.scrollTop;
+  const recent = (st.recent_events || []).slice(-LIVE_RECENT_EVENTS).reverse();
+  clear(parts.body).append(
+    el("h3", { text: "Open events" }),
+    liveTable("open-events", [["level"], ["raised", "num"], ["start", "num"], ["length", "num"], ["peak", "num"], [`top ${partsLabel(st)}`]],
+      (st.open_events || []).map(openEventRow), "No open events."),
+    el("h3", { text: "Data-quality events" }),
+    liveTable("dq-events", [["check"], [partsLabel(st)], ["detail"], ["since", "num"]], (st.open_dq || []).map(dqRow), "No data-quality problems."),
+    el("h3", { text: "Recent events" }),
+    el("div", { class: "recent-events" }, ...(recent.length ? recent.map(recentEventItem) : [el("span", { class: "muted", text: "No events yet." })])));
+  parts.body.scrollTop = scroll;
+}
+
+/* The tab button carries the worst level, so an alarm shows from any tab. */
+function markLiveTab(streams) {
+  const worst = streams.reduce((w, st) => (LEVEL_RANK[st.level] > LEVEL_RANK[w] ? st.level : w), "normal");
+  const tab = $(".tabs button[data-tab='live']");
+  tab.dataset.level = streams.length ? worst : "";
+  tab.title = streams.length ? `Live scoring: ${streams.map((st) => `${st.title || st.stream} ${st.level || "—"}`).join(", ")}` : "Live scoring of running plants";
+}
+
+function renderLiveStreams() {
+  const data = App.live || { streams: {} };
+  const streams = data.streams || {};
+  const entries = Object.entries(streams);
+  const grid = $("#monitor");
+  for (const name of Object.keys(App.liveCards)) if (!streams[name]) dropLiveCard(name);
+  const empty = $("#monitor-empty");
+  empty.hidden = entries.length > 0;
+  if (!entries.length) {
+    const dir = data.live_dir || "artifacts/live";
+    clear(empty).append(el("b", { text: `No live scorer is writing to ${dir}.` }), el("br"), "Start one: ",
+      el("code", { text: "python -m inference.live --config configs/live_local.yaml" }), " (or ", el("code", { text: "make demo-live" }), ").");
+  }
+  entries.forEach(([name, st], i) => {
+    const parts = liveCard(name);
+    const level = LEVEL_RANK[st.level] === undefined ? "na" : st.level;
+    parts.card.className = `card monitor-card level-${level}${st.stale ? " stale" : ""}`;
+    // In the server's (name) order; a card already in place is not moved (that would
+    // reset its scroll position).
+    if (grid.children[i] !== parts.card) grid.insertBefore(parts.card, grid.children[i] || null);
+    renderLiveHead(parts, name, st);
+    drawLiveTimeline(parts.chart, st);
+    renderLiveBody(parts, st);
+  });
+  markLiveTab(entries.map(([name, st]) => Object.assign({ stream: name }, st)));
+}
+
 /* ------------------------------------------------------------------ wiring */
 function renderState() {
   renderHeader();
@@ -1224,6 +1434,7 @@ function setupTabs() {
     if (b.dataset.tab === "training") { renderLoss(); buildGraph(); }
     if (b.dataset.tab === "history") renderComparison();
     if (b.dataset.tab === "test") renderTest();
+    if (b.dataset.tab === "live") loadLiveStreams().catch(() => {});
   }));
   document.querySelectorAll("#test-stream button").forEach((b) => b.addEventListener("click", () => {
     App.test = { stream: b.dataset.stream, file: null, window: null, event: null };
@@ -1237,7 +1448,7 @@ function setLive(mode, text) {
 }
 
 function connectEvents() {
-  if (!window.EventSource) { setLive("warn", "polling"); setInterval(() => { loadStatus(); loadState(); }, 3000); return; }
+  if (!window.EventSource) { setLive("warn", "polling"); setInterval(() => { loadStatus(); loadState(); loadLiveStreams(); }, 3000); return; }
   const url = `/api/events${App.token ? `?token=${encodeURIComponent(App.token)}` : ""}`;
   const es = new EventSource(url);
   es.onopen = () => setLive("on", "live");
@@ -1245,6 +1456,7 @@ function connectEvents() {
   es.addEventListener("status", (e) => { setLive("on", "live"); applyStatus(JSON.parse(e.data)); });
   es.addEventListener("state", () => { loadState().catch(() => {}); });
   es.addEventListener("runs", () => { loadRuns().catch(() => {}); });
+  es.addEventListener("live", (e) => applyLiveStreams(JSON.parse(e.data)));
   App.events = es;
 }
 
