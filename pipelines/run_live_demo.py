@@ -22,17 +22,26 @@ import numpy as np
 from core.cli import run_main
 from core.config import load_decision_config
 from core.errors import UserError
-from core.layout import DecisionLayout
+from core.layout import DECISION_CONFIG, DecisionLayout
 from core.paths import display_path, repo_root, resolve_path
 from inference.labels import read_labels
-from inference.live.config import load_live_config
+from inference.live.config import LiveConfig, load_live_config
 from inference.live.service import build_scorers, run_scorers
+from pipelines.run_main_job import RUNTIME_DECISION_CONFIG
 
 DEFAULT_CONFIG = "configs/live_local.yaml"
 
 
-def _check_ready(live_config: str) -> None:
-    live = load_live_config(live_config)
+def demo_config(path: str) -> LiveConfig:
+    """The live config, judging with the decision config ``make run`` decided with: on a
+    machine without CUDA that is the CPU-profile one it wrote to artifacts/runtime_configs."""
+    live = load_live_config(path)
+    if live.decision_config == DECISION_CONFIG and resolve_path(RUNTIME_DECISION_CONFIG).is_file():
+        live = live.model_copy(update={"decision_config": RUNTIME_DECISION_CONFIG})
+    return live
+
+
+def _check_ready(live: LiveConfig) -> None:
     dcfg = load_decision_config(live.decision_config)
     layout = DecisionLayout.from_config(dcfg)
     for stream in live.streams:
@@ -73,9 +82,8 @@ def _delay(first: Any, onset: np.datetime64 | None) -> str:
     return f"{first} ({minutes:+.1f} min after the onset)"
 
 
-def report(scorers: list[Any], live_config: str) -> None:
+def report(scorers: list[Any], live: LiveConfig) -> None:
     """Per stream: first alarm of the live run vs the batch decision of the same file."""
-    live = load_live_config(live_config)
     for s in scorers:
         src = live.streams[s.stream].source
         path = resolve_path(getattr(src, "path", ""))
@@ -104,16 +112,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--keep-open", action="store_true",
                    help="keep the dashboard running after the replays end (Ctrl-C stops)")
     args = p.parse_args(argv)
-    _check_ready(args.config)
+    live = demo_config(args.config)
+    print(f"judging with {live.decision_config}")
+    _check_ready(live)
     server = None if args.no_dashboard else _start_dashboard(args.port)
     if server is not None:
         print(f"dashboard: http://127.0.0.1:{args.port}/ (Live tab)")
     try:
-        scorers = build_scorers(load_live_config(args.config), fresh=True)
+        scorers = build_scorers(live, fresh=True)
         for s in scorers:
             print(f"[{s.stream}] replaying {s.source.describe()}")
         run_scorers(scorers, threading.Event())
-        report(scorers, args.config)
+        report(scorers, live)
         if server is not None and args.keep_open:
             print("replays done; the dashboard stays up until Ctrl-C")
             server.wait()

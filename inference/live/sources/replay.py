@@ -81,4 +81,4 @@ class ReplaySource:
         return f"replay of {display_path(self.path)} ({speed})"
 
     def close(self) -> None:
-        self.rec = None
+        self.finished = True  # the recording stays readable (the demo reports on it)
