@@ -78,7 +78,7 @@ class ReplaySource:
 
     def describe(self) -> str:
         speed = "as fast as possible" if self.cfg.speed == 0 else f"{self.cfg.speed:g}x real time"
-        return f"replay of {display_path(self.path)} ({speed})"
+        return f"{display_path(self.path)} ({speed})"
 
     def close(self) -> None:
         self.finished = True  # the recording stays readable (the demo reports on it)
