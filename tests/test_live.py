@@ -488,6 +488,18 @@ def test_onnx_backend_gives_the_same_decisions_batch_and_live(decided: dict,
     assert_same_events(final_events(lines, status), decided["patchtst"]["fault.csv"]["events"])
 
 
+def test_live_demo_reports_the_batch_first_alarm(decided: dict, run_root: Path,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    from pipelines.run_live_demo import main as demo_main
+
+    config = live_config(run_root, {"patchtst": {"source": {
+        "kind": "replay", "path": "data/local/test/fdc/fault.csv"}}})
+    assert demo_main(["--config", str(config), "--no-dashboard"]) == 0
+    (line,) = [x for x in capsys.readouterr().out.splitlines() if "first alarm" in x]
+    first = decided["patchtst"]["fault.csv"]["first_alarm"]
+    assert line == f"[patchtst] fault.csv: live first alarm at {first}; batch decision: at {first}"
+
+
 def test_live_config_errors_are_one_line(tmp_path: Path, repo_tmp: Path) -> None:
     from core.errors import ConfigError
 
