@@ -127,6 +127,28 @@ def test_row_mode_rows_arrive_in_order(broker: MosquittoBroker, open_source) -> 
         assert to_stamp(row.position["stamp"]) == row.stamp
 
 
+def test_row_mode_blocks_of_samples(broker: MosquittoBroker, open_source) -> None:
+    """A vibration gateway's burst: lists of samples, ``fs`` apart from the stamp on."""
+    source = open_source(broker.port)
+    connected(source)
+    burst = {"timestamp": iso(0), "fs": 1000,
+             "values": {"a": [0.5, 1.5, 2.5, 3.5], "b": [1, 2, "x", 4], "c": [0, 0, 0, None]}}
+    late = {"timestamp": iso(0), "period_s": 0.01, "values": {"a": [1, 2], "b": [3, 4],
+                                                             "c": [5, 6]}}
+    ragged = {"timestamp": iso(1), "fs": 1000, "values": {"a": [1, 2], "b": [3], "c": [4]}}
+    publish_json(broker.host, broker.port, ROWS, [burst, late, ragged])
+    items = collect(source, lambda got: len(notices(got, "bad_payload")) >= 3)
+    (block,) = rows_of(items)
+    ms = np.timedelta64(1, "ms")
+    assert list(block.stamp) == [T0 + i * ms for i in range(4)]
+    np.testing.assert_array_equal(block.values, np.array(
+        [[0.5, 1, 0], [1.5, 2, 0], [2.5, np.nan, 0], [3.5, 4, np.nan]], np.float32))
+    details = " ".join(n.detail for n in notices(items, "bad_payload"))
+    assert "non-numeric samples for b" in details and "out of order" in details
+    assert "a block needs every channel as a list of one length" in details
+    assert to_stamp(block.position["stamp"]) == T0 + 3 * ms
+
+
 def test_tag_mode_assembles_rows(broker: MosquittoBroker, open_source) -> None:
     source = open_source(broker.port, topic="plant/{stream}/tags/{channel}", payload="tag",
                          settle_s=0.3)

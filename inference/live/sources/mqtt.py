@@ -9,6 +9,11 @@ or a bare number; the last two are stamped on arrival (UTC), and values of one s
 arrive together share a stamp so they still assemble into one row.  ``null`` is a
 missing value (NaN, no notice); any other non-numeric value is NaN with a notice.
 
+A ``row`` payload may carry a block of samples (a vibration gateway sends a burst, not one
+message per sample): every channel a list of the same length, the first sample at the
+stamp and the others ``period_s`` (or ``1 / fs``) apart, e.g. ``{"timestamp": ...,
+"fs": 1000, "values": {"x": [...], "y": [...], "z": [...]}}``.
+
 The client keeps a persistent session (``clean_session=False`` under the configured or
 default client id), so QoS 1/2 messages published while the link was down arrive after
 the reconnect, as long as the broker itself stayed up.  Rows at or before the resume
@@ -115,7 +120,10 @@ def parse_row(msg: _Message, index: dict[str, int], key: str) -> list[SourceItem
     if isinstance(stamp, SourceNotice):
         return [stamp]
     nested = body.get("values")
-    values = nested if isinstance(nested, dict) else {k: v for k, v in body.items() if k != key}
+    values = nested if isinstance(nested, dict) else {
+        k: v for k, v in body.items() if k not in (key, "fs", "period_s")}
+    if any(isinstance(v, list) for v in values.values()):
+        return parse_block(msg, index, values, body, stamp)
     row = np.full(len(index), np.nan, dtype=np.float32)
     bad: list[str] = []
     for name, value in values.items():
@@ -131,6 +139,40 @@ def parse_row(msg: _Message, index: dict[str, int], key: str) -> list[SourceItem
         out.append(_bad(f"{msg.topic}: non-numeric value for {', '.join(bad)}; taken as NaN",
                         bad, stamp))
     out.append(LiveRow(stamp, row))
+    return out
+
+
+def _block_period(body: dict[str, Any]) -> float | None:
+    """Seconds between a block's samples: ``period_s``, else ``1 / fs``."""
+    period = _number(body.get("period_s"))
+    if period is None and (fs := _number(body.get("fs"))) is not None and fs > 0:
+        period = 1.0 / fs
+    return period if period is not None and period > 0 else None
+
+
+def parse_block(msg: _Message, index: dict[str, int], values: dict[str, Any],
+                body: dict[str, Any], first: np.datetime64) -> list[SourceItem]:
+    """A block payload -> one LiveRow of ``n`` samples (see the module docstring)."""
+    lists = {k: v for k, v in values.items() if k in index}
+    lengths = {len(v) if isinstance(v, list) else -1 for v in lists.values()}
+    period = _block_period(body)
+    if len(lengths) != 1 or min(lengths) < 1 or period is None:
+        return [_bad(f"{msg.topic}: a block needs every channel as a list of one length and "
+                     "fs or period_s; dropped")]
+    n = lengths.pop()
+    block = np.full((n, len(index)), np.nan, dtype=np.float32)
+    bad: list[str] = []
+    for name, items in lists.items():
+        numbers = [np.nan if v is None else _number(v) for v in items]
+        if any(x is None for x in numbers):
+            bad.append(name)
+        block[:, index[name]] = [np.nan if x is None else x for x in numbers]
+    offsets = np.rint(np.arange(n) * period * 1e9).astype(np.int64).astype("timedelta64[ns]")
+    out: list[SourceItem] = []
+    if bad:
+        out.append(_bad(f"{msg.topic}: non-numeric samples for {', '.join(bad)}; taken as NaN",
+                        bad, first))
+    out.append(LiveRow(first + offsets, block))
     return out
 
 
@@ -272,19 +314,25 @@ class MqttSource:
 
     def _admit(self, items: list[SourceItem]) -> list[SourceItem]:
         """Drop rows up to the resume stamp (silently) or out of order (with a notice);
-        stamp each kept row's position."""
+        stamp each kept row's position.  A block keeps the samples after both."""
         out: list[SourceItem] = []
         for item in items:
             if isinstance(item, LiveRow) and item.stamp is not None:
-                if self._resume is not None and item.stamp <= self._resume:
+                stamps = np.atleast_1d(item.stamp)
+                keep = np.ones(len(stamps), bool)
+                if self._resume is not None:
+                    keep &= stamps > self._resume
+                if not keep.any():
                     continue
-                if self._last is not None and item.stamp <= self._last:
-                    out.append(_bad(f"{self.subscription}: row for {stamp_text(item.stamp)} "
+                if self._last is not None and not (stamps[keep] > self._last).all():
+                    out.append(_bad(f"{self.subscription}: row for {stamp_text(stamps[0])} "
                                     "arrived after a later row (out of order or repeated); "
-                                    "dropped", stamp=item.stamp))
+                                    "dropped", stamp=stamps[0]))
                     continue
-                self._last = item.stamp
-                item.position = {"stamp": stamp_text(item.stamp)}
+                if not keep.all():
+                    item = LiveRow(stamps[keep], item.values[keep])
+                self._last = stamps[keep][-1]
+                item.position = {"stamp": stamp_text(self._last)}
             out.append(item)
         return out
 
