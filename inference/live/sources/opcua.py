@@ -91,6 +91,12 @@ def _iso(stamp: np.datetime64) -> str:
     return str(np.datetime_as_string(stamp, unit=unit))
 
 
+def _filter_refused(result: int | ua.StatusCode) -> bool:
+    """The server would monitor the node, but not with our data-change filter."""
+    return isinstance(result, ua.StatusCode) and result.value in (
+        ua.StatusCodes.BadMonitoredItemFilterUnsupported, ua.StatusCodes.BadFilterNotAllowed)
+
+
 def _reason(exc: BaseException) -> str:
     if isinstance(exc, TimeoutError) and not str(exc):
         return "no answer in time"
@@ -300,15 +306,26 @@ class OpcUaSource:
             return handles
         results = await sub.create_monitored_items(
             [self._item_request(self._node_ids[c], h) for h, c in handles.items()])
-        for channel, result in zip(handles.values(), results, strict=True):
-            self._node_result(channel, result)
+        by_handle = dict(zip(handles, results, strict=True))
+        refused = [h for h, r in by_handle.items() if _filter_refused(r)]
+        if refused:  # a server without the timestamp trigger: its default (value changes)
+            _log.warning("%s: the server refuses the source-timestamp trigger; a tag that "
+                         "holds its value completes its rows after settle_s", self.cfg.endpoint)
+            retried = await sub.create_monitored_items(
+                [self._item_request(self._node_ids[handles[h]], h, trigger=False)
+                 for h in refused])
+            by_handle.update(zip(refused, retried, strict=True))
+        for handle, result in by_handle.items():
+            self._node_result(handles[handle], result)
         return handles
 
-    def _item_request(self, node_id: ua.NodeId, handle: int) -> ua.MonitoredItemCreateRequest:
-        trigger = ua.DataChangeFilter(Trigger=ua.DataChangeTrigger.StatusValueTimestamp)
+    def _item_request(self, node_id: ua.NodeId, handle: int, trigger: bool = True
+                      ) -> ua.MonitoredItemCreateRequest:
         params = ua.MonitoringParameters(
             ClientHandle=handle, SamplingInterval=self.cfg.sampling_ms,
-            QueueSize=self.cfg.queue_size, DiscardOldest=True, Filter=trigger)
+            QueueSize=self.cfg.queue_size, DiscardOldest=True,
+            Filter=ua.DataChangeFilter(Trigger=ua.DataChangeTrigger.StatusValueTimestamp)
+            if trigger else None)
         return ua.MonitoredItemCreateRequest(
             ItemToMonitor=ua.ReadValueId(NodeId=node_id, AttributeId=ua.AttributeIds.Value),
             MonitoringMode=ua.MonitoringMode.Reporting, RequestedParameters=params)
