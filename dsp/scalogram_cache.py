@@ -101,7 +101,10 @@ def compute_scalograms(
         with tqdm(total=n, desc="CWT scalograms", unit="win", disable=not progress) as bar:
             for start in range(0, n, batch_size):
                 stop = min(start + batch_size, n)
-                out[start:stop] = cwt(windows[start:stop]).cpu().numpy()
+                if cwt.device.type == "cpu" and out_dtype == np.float32:
+                    cwt(windows[start:stop], out=torch.from_numpy(out[start:stop]))
+                else:
+                    out[start:stop] = cwt(windows[start:stop]).cpu().numpy()
                 bar.update(stop - start)
     if path is not None:
         buf = io.BytesIO()

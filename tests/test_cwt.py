@@ -278,9 +278,9 @@ def test_block_pool_equals_dense_matmul(n_samples: int, width: int, decimation: 
 class _CountingCwt(BatchedCwt):
     calls = 0
 
-    def __call__(self, windows):  # type: ignore[no-untyped-def]
+    def __call__(self, windows, out=None):  # type: ignore[no-untyped-def]
         type(self).calls += 1
-        return super().__call__(windows)
+        return super().__call__(windows, out=out)
 
 
 def test_cache_hit_does_not_recompute(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
