@@ -46,7 +46,7 @@ from inference.calibration import (
 from inference.checkpoint_io import Trained, check_config_matches, load_trained
 from inference.decision_gate import decision_gate
 from inference.labels import Truth
-from inference.scoring import ScoredFiles, contributor_names, parts_key, score_files
+from inference.scoring import ScoredFiles, contributor_names, parts_key
 
 SCHEMA_VERSION = "2.0"
 Stamp = str | int  # ISO time when the file has timestamps, else a row / sample index
@@ -370,15 +370,35 @@ def list_test_files(entry: StreamEntry, override: str | None) -> list[Path]:
     return data_files(override or entry.test_path)
 
 
-def decide_stream(
+@dataclass
+class StreamJob:
+    """What scoring one stream's test files needs, settled (and calibrated) before any
+    window is scored, so that any scorer (one process, Ray workers, resumable chunks) can
+    score them and :func:`decide_files` decide."""
+
+    stream: str
+    cfg: Any
+    trained: Trained
+    thresholds: dict[str, Any]
+    files: list[Path]
+
+    @property
+    def profile(self) -> np.ndarray | None:
+        return threshold_profile(self.thresholds)
+
+    @property
+    def limits(self) -> Thresholds:
+        return Thresholds(**{k: float(self.thresholds[k]) for k in ("clear", "warn", "anomaly")})
+
+
+def prepare_stream(
     stream: str,
     dcfg: DecisionConfig,
     test_override: str | None = None,
     recalibrate: bool = False,
     device_pref: str = "auto",
-    truths: dict[str, Truth] | None = None,
-    backend: str = "torch",
-) -> tuple[StreamDecisions, ScoredFiles]:
+) -> StreamJob:
+    """Load and check the stream's checkpoint, make its thresholds current, list its files."""
     entry = dcfg.streams[stream]
     cfg = streams.load_config(entry.config, entry.overrides, stream=stream)
     device = select_device(
@@ -392,14 +412,7 @@ def decide_stream(
         pattern = test_override or entry.test_path
         shown = pattern if isinstance(pattern, str) else ", ".join(pattern)
         raise DataError(f"[{stream}] no test files match {shown}")
-    basis = None
-    if backend != "torch":  # thresholds stay calibrated in PyTorch
-        from inference.onnx_scoring import scoring_backend
-
-        basis = scoring_backend(trained, backend)
-    scored = score_files(trained, cfg, files, profile=threshold_profile(thr), basis=basis)
-    limits = Thresholds(**{k: float(thr[k]) for k in ("clear", "warn", "anomaly")})
-    return decide_files(stream, trained, scored, limits, dcfg, truths), scored
+    return StreamJob(stream, cfg, trained, thr, files)
 
 
 # --------------------------------------------------------------------------- fusion

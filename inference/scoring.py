@@ -32,8 +32,9 @@ aggregates.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
+from itertools import groupby
 from typing import Any
 
 import numpy as np
@@ -166,6 +167,19 @@ def score_batch(
 
 
 # --------------------------------------------------------------------------- datasets
+def group_batches(groups: Sequence[Hashable], size: int) -> list[list[int]]:
+    """Batches of consecutive item indices, at most ``size`` long, that never span two
+    groups.  Why: a model's float rounding may depend on what else is in its batch, so
+    batching each file on its own makes a window's score depend on its file only; a file
+    scored alone, or a chunk of it that starts at a multiple of ``size``, then gives
+    bit-identical scores (what the Ray and back-scoring paths rely on)."""
+    out: list[list[int]] = []
+    for _, run in groupby(range(len(groups)), key=groups.__getitem__):
+        items = list(run)
+        out += [items[i : i + size] for i in range(0, len(items), size)]
+    return out
+
+
 def score_windows(
     dataset: Dataset,
     trained: Any,
@@ -174,16 +188,19 @@ def score_windows(
     scoring: ScoringConfig | None = None,
     profile: np.ndarray | None = None,
     basis: BasisFn | None = None,
+    groups: Sequence[Hashable] | None = None,
 ) -> tuple[np.ndarray, dict[str, Any]]:
     """Score every item of ``dataset`` in order: ``scores (N,)`` and stacked aux arrays.
 
     Aggregation, top-k and batch size come from ``scoring`` (default: the checkpoint
     config's ``scoring`` section); scoring settings never change the model, so a run
     config may choose them freely.  ``profile``: normal error profile for relative scores;
-    ``basis``: another model pass (see :func:`score_batch`).
+    ``basis``: another model pass (see :func:`score_batch`); ``groups``: the group (file)
+    of each item, so that no batch mixes two (see :func:`group_batches`).
     """
     sc = scoring or trained.cfg.scoring
-    loader = DataLoader(dataset, batch_size=batch_size or sc.batch_size, shuffle=False)
+    keys = [None] * len(dataset) if groups is None else groups
+    loader = DataLoader(dataset, batch_sampler=group_batches(keys, batch_size or sc.batch_size))
     task = trained.task
     layout = task.score_layout(trained.cfg)
     scores: list[np.ndarray] = []
@@ -252,17 +269,33 @@ def score_files(
     ``basis`` another model pass (None: the checkpoint's model in PyTorch).
     """
     data = trained.task.prepare_scoring(cfg, trained.model_meta, list(paths), trained.device)
+    pick = _spread(len(data.dataset), max_windows)
+    return score_prepared(trained, cfg, data, pick, progress, profile, basis)
+
+
+def score_prepared(
+    trained: Any,
+    cfg: Any,
+    data: Any,
+    pick: np.ndarray,
+    progress: bool = False,
+    profile: np.ndarray | None = None,
+    basis: BasisFn | None = None,
+) -> ScoredFiles:
+    """Score the windows ``pick`` (ascending indices) of prepared files (``ScoringData``),
+    each file batched on its own; kept apart from reading so a worker can score chunks of
+    a file it read once."""
     dataset = data.dataset
-    pick = _spread(len(dataset), max_windows)
     subset = dataset if len(pick) == len(dataset) else Subset(dataset, pick.tolist())
+    file_ids = [data.file_ids[i] for i in pick]
     scores, aux = score_windows(subset, trained, progress=progress, scoring=cfg.scoring,
-                                profile=profile, basis=basis)
+                                profile=profile, basis=basis, groups=file_ids)
     dropped = [{"file_id": r.file_id, "reason": r.reason()} for r in data.reports
                if not r.usable]
     return ScoredFiles(
         scores=scores,
         aux=aux,
-        file_ids=[data.file_ids[i] for i in pick],
+        file_ids=file_ids,
         starts=np.asarray(data.starts, dtype=np.int64)[pick],
         window=int(data.window),
         kept=data.kept,

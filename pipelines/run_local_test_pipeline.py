@@ -3,6 +3,8 @@
     python -m pipelines.run_local_test_pipeline [--stream NAME|dual]
         [--config configs/decision_local.yaml] [--data-path STREAM=GLOB]
         [--recalibrate] [--run-id ID] [--out-dir DIR]
+        [--engine ray [--address auto|HOST:PORT|ray://HOST:PORT] [--workers N]
+         [--chunk-windows N]]
 
 The rules (alarm events, file decision, fusion of streams) live in :mod:`inference.decisions`
 and :mod:`inference.alarms`.  Outputs in the output folder: ``decisions.json`` (with the
@@ -10,12 +12,15 @@ decision-quality gate), ``<stream>_windows.csv`` (one row per window),
 ``<stream>_events.csv`` (one row per alarm event), ``file_summary.csv`` (one row per file,
 dropped files included) and the test files' DQVL reports under ``dqvl/<stream>/``.  The run
 ends with a table per test file and one line of false alarms and missed faults.
+``--engine ray`` scores the files (and chunks of long files) on Ray workers with identical
+results (:mod:`pipelines.fleet`); many units at once: ``python -m pipelines.run_fleet``.
 """
 
 from __future__ import annotations
 
 import argparse
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -28,18 +33,9 @@ from core.errors import ConfigError
 from core.layout import DecisionLayout
 from core.paths import display_path, resolve_path
 from core.status import new_run_id
-from inference.decisions import (
-    FileDecision,
-    Stamp,
-    StreamDecisions,
-    decide_stream,
-    fuse,
-    list_test_files,
-    write_outputs,
-)
-from inference.labels import read_labels
+from inference.decisions import FileDecision, Stamp, StreamDecisions
 from inference.scoring import BACKENDS
-from sensor_data.dqvl_report import write_reports
+from pipelines.fleet import Unit, add_engine_args, decide_units, open_engine
 
 ALL = "dual"  # every stream the decision config names
 
@@ -97,7 +93,16 @@ def verdict_line(gate: dict[str, Any]) -> str:
     return line + f" -> decision gate {gate['status'].upper()}"
 
 
-def _data_overrides(args: argparse.Namespace) -> dict[str, str | None]:
+def add_data_args(parser: argparse.ArgumentParser) -> None:
+    """``--fdc-data-path`` and the like, and ``--data-path STREAM=GLOB``."""
+    for task in streams.tasks():
+        parser.add_argument(f"--{task.cli_flag}-data-path", dest=f"data_{task.name}",
+                            default=None, help=f"test glob for {task.title} files")
+    parser.add_argument("--data-path", action="append", default=[], metavar="STREAM=GLOB",
+                        help="test glob for any stream (repeatable)")
+
+
+def data_overrides(args: argparse.Namespace) -> dict[str, str | None]:
     """Stream -> test glob given on the command line (None: the decision config's)."""
     out = {t.name: getattr(args, f"data_{t.name}") for t in streams.tasks()}
     for text in args.data_path:
@@ -118,11 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--stream", choices=(*streams.names(), ALL), default=ALL,
                         help=f"one stream, or {ALL} for every stream the config names")
     parser.add_argument("--config", default="configs/decision_local.yaml")
-    for task in streams.tasks():
-        parser.add_argument(f"--{task.cli_flag}-data-path", dest=f"data_{task.name}",
-                            default=None, help=f"test glob for {task.title} files")
-    parser.add_argument("--data-path", action="append", default=[], metavar="STREAM=GLOB",
-                        help="test glob for any stream (repeatable)")
+    add_data_args(parser)
     parser.add_argument("--recalibrate", action="store_true",
                         help="recompute thresholds even if current ones exist")
     parser.add_argument("--run-id", default=None)
@@ -132,6 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="model pass for scoring: torch, or onnx (ONNX Runtime on the graph "
                         "python -m inference.export_onnx wrote for the same checkpoint, in "
                         "artifacts/onnx/; calibration stays in PyTorch)")
+    add_engine_args(parser)
     return parser
 
 
@@ -151,19 +153,11 @@ def main(argv: list[str] | None = None) -> int:
     layout = DecisionLayout.from_config(dcfg)
     if args.out_dir:
         layout = replace(layout, out_dir=resolve_path(args.out_dir))
-    overrides = _data_overrides(args)
-
-    tests = [p for s in wanted for p in list_test_files(dcfg.streams[s], overrides.get(s))]
-    truths = read_labels(tests)
-    results = []
-    for stream in wanted:
-        result, scored = decide_stream(stream, dcfg, overrides.get(stream), args.recalibrate,
-                                       args.device, truths, args.backend)
-        write_reports(scored.reports, layout.dqvl_dir(stream), run_id)
-        results.append(result)
-
-    fused, note = fuse(results)
-    path, _, gate = write_outputs(results, fused, note, layout, run_id, dcfg)
+    unit = Unit(Path(args.config).stem, dcfg, wanted, data_overrides(args), layout)
+    with open_engine(args, args.device, args.backend) as engine:
+        (decided,) = decide_units([unit], engine, run_id, args.recalibrate)
+    results, fused, note, path, gate = (decided.results, decided.fused, decided.fused_note,
+                                        decided.decisions, decided.gate)
     print()
     table = summary_table(results)
     if len(table):
