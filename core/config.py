@@ -91,6 +91,17 @@ class ScoringConfig(Section):
     stride_sec: PosFloat | None = None
 
 
+class TrackingConfig(Section):
+    """MLflow experiment tracking and model registry; off by default, so MLflow is imported
+    only when a run asks for it (engine/tracking.py)."""
+
+    enabled: bool = False
+    # null: $MLFLOW_TRACKING_URI when set, else the local SQLite store mlruns/mlflow.db
+    # (artifacts under mlruns/artifacts/); e.g. http://mlflow.plant.local:5000 for a team server
+    uri: Annotated[str, Field(min_length=1)] | None = None
+    experiment: Annotated[str, Field(min_length=1)] = "sensor-ssl"
+
+
 class DqvlBase(Section):
     enabled: bool = True
     report_dir: str
@@ -275,6 +286,7 @@ class StreamConfig(Section):
     device: DeviceConfig = DeviceConfig()
     training: TrainingConfig = TrainingConfig()
     scoring: ScoringConfig = ScoringConfig()
+    tracking: TrackingConfig = TrackingConfig()
     logging: LoggingConfig
     dqvl: DqvlBase
 

@@ -37,6 +37,7 @@ from engine.checkpoint import (
     restore_rng,
 )
 from engine.loss_log import loss_trend_warning, plot_loss_curve, write_history_csv
+from engine.tracking import RunTracker, infer_signature
 from streams.base import TrainingSetup, model_args_differences
 
 ProgressHook = Callable[[dict[str, Any]], None]
@@ -121,6 +122,7 @@ class _Trainer:
         self.amp: AmpSettings = amp_settings(device, cfg.device.amp)
         self.paths = RunLayout.from_config(cfg)
         self.state = _State()
+        self.tracker: RunTracker | None = None  # MLflow (tracking.enabled, rank 0 only)
 
     # ------------------------------------------------------------------ set-up
     def _log(self, msg: str) -> None:
@@ -218,11 +220,48 @@ class _Trainer:
         self._log(f"resumed from {display_path(self.paths.checkpoint)} after epoch "
                   f"{self.state.epoch}")
 
+    # ------------------------------------------------------------------ tracking
+    def _start_tracking(self, resume_from: dict[str, Any] | None) -> None:
+        """An MLflow run before anything is written, so a store that is down fails fast;
+        a resumed checkpoint's run is continued."""
+        if not (self.cfg.tracking.enabled and self.info.is_main):
+            return
+        ref = resume_from.get("tracking") if resume_from else None
+        self.tracker = RunTracker.start(self.cfg, self.run_id, ref)
+        self._log(f"MLflow run {self.tracker.ref['run_id']} "
+                  f"(experiment {self.cfg.tracking.experiment!r})")
+
+    def _signature(self, model: nn.Module, setup: TrainingSetup) -> Any:
+        """Input: a sample batch of the training windows; output: the per-part scoring
+        errors (the model's ``scoring_errors`` averaged over the last axis) when the model
+        has them."""
+        batch = torch.stack([setup.train_set[i] for i in range(min(2, len(setup.train_set)))])
+        out = None
+        if hasattr(model, "scoring_errors"):
+            model.eval()
+            with torch.inference_mode():
+                out = model.scoring_errors(batch.to(self.device)).float().mean(dim=-1)
+            out = out.cpu().numpy()
+        return infer_signature(batch.numpy(), out)
+
     # ------------------------------------------------------------------ loop
     def run(self, build: BuildFn, resume: bool) -> FitResult:
-        cfg = self.cfg
-        seed_everything(cfg.seed + self.info.rank, cfg.deterministic)
+        seed_everything(self.cfg.seed + self.info.rank, self.cfg.deterministic)
         resume_from = self._resume_checkpoint() if resume else None
+        self._start_tracking(resume_from)
+        try:
+            result = self._train(build, resume, resume_from)
+        except BaseException as exc:
+            if self.tracker is not None:
+                self.tracker.end("KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
+            raise
+        if self.tracker is not None:
+            self.tracker.end("FINISHED")
+        return result
+
+    def _train(self, build: BuildFn, resume: bool, resume_from: dict[str, Any] | None
+               ) -> FitResult:
+        cfg = self.cfg
         setup = self._prepare(build, fresh=resume_from is None)
         model = setup.model.to(self.device)
         train_model: nn.Module = model
@@ -286,6 +325,9 @@ class _Trainer:
             self._write_loss_artifacts(warning)
             if warning:
                 self._log(f"WARNING: {warning}")
+            if self.tracker is not None:
+                self.tracker.finish(cfg, self.paths, self.state.best_val_loss,
+                                    self._signature(model, setup))
         return FitResult(self.state.history, self.paths, self.state.best_val_loss, self.run_id,
                          warning)
 
@@ -431,6 +473,7 @@ class _Trainer:
             "versions": package_versions(),
             "amp": self.amp.label,
             "run_id": self.run_id,
+            "tracking": self.tracker.ref if self.tracker else None,  # the MLflow run
             "created": created_now(),
         }
         # Checkpoint first: if we die before the CSV is rewritten, resume rebuilds it.
@@ -438,6 +481,8 @@ class _Trainer:
         if improved:
             atomic_torch_save(ckpt, self.paths.best)
         self._write_loss_artifacts()
+        if self.tracker is not None:  # after the checkpoint: resume never logs an epoch twice
+            self.tracker.log_epochs(self.state.history)
 
     def _write_loss_artifacts(self, warning: str | None = None) -> None:
         write_history_csv(self.state.history, self.paths.history_csv)

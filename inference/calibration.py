@@ -36,6 +36,7 @@ from core.io import atomic_write_json, file_sha256
 from core.paths import display_path, resolve_path
 from engine.archive import archive_note, move_into, run_archive
 from engine.checkpoint import created_now
+from engine.tracking import attach_results
 from inference.alarms import find_events
 from inference.checkpoint_io import Trained
 from inference.scoring import ScoredFiles, breakdown, profile_mode, score_files
@@ -235,7 +236,21 @@ def calibrate(
     }
     _archive_other_model(out_path, trained)
     atomic_write_json(out_path, result)
+    _attach(trained, result, out_path)
     return result
+
+
+def _attach(trained: Trained, result: dict[str, Any], out_path: Path) -> None:
+    """The thresholds join the MLflow run the checkpoint was trained in (when tracked)."""
+    held_out = result["expected_false_alarms"].get("anomaly") or {}
+    attach_results(
+        trained.ckpt_info.get("tracking"),
+        {f"calibration/{Path(out_path).name}": result},
+        {f"calibration/{k}": result[k] for k in ("clear", "warn", "anomaly", "n_windows",
+                                                 "effective_windows")}
+        | {"calibration/held_out_false_alarm_rate": held_out.get("estimate")},
+        {"ssl.calibrated_sha256": trained.ckpt_info["sha256"]},
+    )
 
 
 def _archive_other_model(out_path: Path, trained: Trained) -> None:

@@ -5,11 +5,19 @@ config and the model metadata, so the model is rebuilt from the checkpoint alone
 config given on the command line only supplies data paths and data-quality settings; if
 it disagrees with the checkpoint on anything that defines the model or its input
 representation, scoring would silently compare apples with pears, so that is an error.
+
+A checkpoint may also be a model registry URI, ``models:/<unit>-<stream>@champion`` (or
+``models:/<name>/<version>``): :func:`resolve_checkpoint` downloads the registered version
+once into ``artifacts/registry/`` and checks its sha256, and the artifacts registered with
+it (the FDC scaler) replace the config's, so batch and live scoring of a registry URI use
+the files the model was promoted with.  Thresholds are per checkpoint sha256, so the
+downloaded copy matches the thresholds calibrated for the promoted file.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import copy
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -22,9 +30,35 @@ from core.errors import CheckpointError, ConfigError
 from core.io import file_sha256
 from core.paths import display_path, resolve_path
 from engine.checkpoint import load_checkpoint
+from engine.tracking import download_version
 from streams.base import StreamTask, model_args_differences
 
 REQUIRED_KEYS = ("stream", "model", "config", "model_meta")
+REGISTRY_SCHEME = "models:/"
+REGISTRY_CACHE = "artifacts/registry"
+
+
+@dataclass(frozen=True)
+class Resolved:
+    """A checkpoint on local disk, and for a registry URI what was registered with it."""
+
+    path: Path
+    pinned: dict[str, str] = field(default_factory=dict)  # config key -> repo-relative file
+    registry: dict[str, Any] | None = None  # uri, name, version, run_id
+
+
+def is_registry_uri(path: str | Path) -> bool:
+    return str(path).startswith(REGISTRY_SCHEME)
+
+
+def resolve_checkpoint(path: str | Path) -> Resolved:
+    """A local path as is; a ``models:/`` URI downloaded (once) and verified."""
+    if not is_registry_uri(path):
+        return Resolved(resolve_path(path))
+    got = download_version(str(path), resolve_path(REGISTRY_CACHE))
+    return Resolved(got.checkpoint, {k: display_path(v) for k, v in got.files.items()},
+                    {"uri": str(path), "name": got.name, "version": got.version,
+                     "run_id": got.run_id})
 
 
 @dataclass
@@ -37,6 +71,7 @@ class Trained:
     model_args: dict[str, Any]  # the keys that define the model, as trained
     ckpt_info: dict[str, Any]  # path (repo-relative), sha256, created, epoch, run_id, ...
     device: torch.device
+    pinned: dict[str, str] = field(default_factory=dict)  # registered files by config key
 
     @property
     def stream(self) -> str:
@@ -48,7 +83,12 @@ class Trained:
 
 
 def check_config_matches(trained: Trained, cfg: StreamConfig, config_source: str) -> None:
-    """CheckpointError when ``cfg`` (from ``config_source``) disagrees on the model."""
+    """CheckpointError when ``cfg`` (from ``config_source``) disagrees on the model.
+
+    For a model loaded by registry URI it also points ``cfg`` at the files registered with
+    it (``trained.pinned``, e.g. ``data.scaler_path``): every scoring caller checks its
+    config here before scoring, and a registered model must not score with the scaler of
+    whatever was trained locally since."""
     shown = trained.ckpt_info["path"]
     if cfg.stream != trained.stream:
         raise CheckpointError(
@@ -60,13 +100,36 @@ def check_config_matches(trained: Trained, cfg: StreamConfig, config_source: str
         raise CheckpointError(
             f"{shown}: config {config_source} does not match the checkpoint: {'; '.join(diffs)}"
         )
+    for key, value in trained.pinned.items():
+        _set_key(cfg, key, value)
+
+
+def _set_key(cfg: Any, dotted: str, value: str) -> None:
+    *parents, last = dotted.split(".")
+    for part in parents:
+        cfg = getattr(cfg, part)
+    setattr(cfg, last, value)  # validated on assignment
+
+
+def _with_pinned(config: dict[str, Any], pinned: dict[str, str]) -> dict[str, Any]:
+    """The embedded config with the registered files in place of the trained ones."""
+    out = copy.deepcopy(config)
+    for dotted, value in pinned.items():
+        *parents, last = dotted.split(".")
+        node = out
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[last] = value
+    return out
 
 
 def load_trained(
     path: str | Path, expected_stream: str | None = None, device: str | torch.device = "cpu"
 ) -> Trained:
-    """Load a checkpoint (weights_only), rebuild its model in eval mode on ``device``."""
-    resolved = resolve_path(path)
+    """Load a checkpoint (weights_only), rebuild its model in eval mode on ``device``.
+    ``path``: repository-relative, or a ``models:/`` registry URI."""
+    where = resolve_checkpoint(path)
+    resolved = where.path
     shown = display_path(resolved)
     device = torch.device(device)
     ckpt = load_checkpoint(resolved, map_location="cpu")
@@ -81,7 +144,7 @@ def load_trained(
     if not isinstance(ckpt["config"], dict) or not isinstance(ckpt["model_meta"], dict):
         raise CheckpointError(f"{shown}: checkpoint config/model_meta are not mappings")
     try:
-        cfg = streams.config_from_dict(ckpt["config"], stream=stream,
+        cfg = streams.config_from_dict(_with_pinned(ckpt["config"], where.pinned), stream=stream,
                                        source=f"{shown} (embedded config)")
     except ConfigError as exc:
         raise CheckpointError(str(exc)) from None
@@ -115,6 +178,8 @@ def load_trained(
         "run_id": ckpt.get("run_id"),
         "amp": ckpt.get("amp"),
         "versions": ckpt.get("versions"),
+        "tracking": ckpt.get("tracking"),  # the MLflow run it was trained in (or None)
+        "registry": where.registry,
     }
     return Trained(model=model, cfg=cfg, model_meta=meta, model_args=dict(model_args),
-                   ckpt_info=info, device=device)
+                   ckpt_info=info, device=device, pinned=where.pinned)

@@ -35,6 +35,7 @@ from core.io import atomic_write_json, file_sha256
 from core.layout import BUNDLE_DIR, RunLayout, event_files
 from core.paths import REPO_ROOT, repo_rel, resolve_path
 from core.status import now_iso
+from engine.tracking import attach_results
 from pipelines.make_bundle import read_manifest, verify_bundle
 
 SCHEMA_VERSION = "1.0"
@@ -428,7 +429,33 @@ def run_checklist(
         "total": len(items),
         "ok": passed == len(items),
         "items": items,
+        "checkpoints": checkpoint_identities(ctx),
     }
+
+
+def checkpoint_identities(ctx: Context) -> dict[str, dict[str, Any]]:
+    """Which checkpoints the checklist judged (sha256, None when missing) and the MLflow run
+    each was trained in: promotion (pipelines.promote) needs the checklist to speak for the
+    very checkpoints it registers."""
+    out = {}
+    for stream in ctx.streams:
+        path = ctx.checkpoint_path(stream)
+        ckpt = ctx.load_checkpoint(stream)
+        out[stream] = {
+            "path": ctx.rel(path),
+            "sha256": file_sha256(path) if path.is_file() else None,
+            "tracking": ckpt.get("tracking") if isinstance(ckpt, dict) else None,
+        }
+    return out
+
+
+def attach_checklist(checklist: dict[str, Any]) -> None:
+    """The checklist joins the MLflow run of each checkpoint it judged (when tracked)."""
+    for entry in checklist["checkpoints"].values():
+        attach_results(entry["tracking"], {"validation/checklist.json": checklist},
+                       {"validation/passed": checklist["passed"],
+                        "validation/total": checklist["total"]},
+                       {"ssl.validation_ok": str(checklist["ok"]).lower()})
 
 
 def format_checklist(checklist: dict[str, Any]) -> str:
@@ -475,6 +502,7 @@ def main(argv: list[str] | None = None) -> int:
     print(format_checklist(checklist))
     if args.json_out:
         atomic_write_json(resolve_path(args.json_out, root), checklist)
+    attach_checklist(checklist)
     return 0 if checklist["ok"] else 1
 
 
