@@ -40,3 +40,25 @@ def run_root(tiny, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     shutil.copytree(tiny.root, root)
     monkeypatch.setenv("SSL_REPO_ROOT", str(root))
     return root
+
+
+ONNX_CHECKPOINTS = {"patchtst": "checkpoints/patchtst_ssl.pt",
+                    "swinmae": "checkpoints/swinmae_ssl.pt"}
+ONNX_CONFIGS = {"patchtst": "configs/patch.yaml", "swinmae": "configs/swin.yaml"}
+
+
+@pytest.fixture(scope="session")
+def onnx_graphs(tiny, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Both tiny checkpoints exported once per session through the CLI: stream -> .onnx
+    (its sidecar .json beside it); the export takes seconds, the tests share it."""
+    from inference.export_onnx import main as export_main
+
+    out_dir = tmp_path_factory.mktemp("onnx")
+    paths = {}
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("SSL_REPO_ROOT", str(tiny.root))
+        for stream, checkpoint in ONNX_CHECKPOINTS.items():
+            paths[stream] = out_dir / f"{stream}.onnx"
+            assert export_main(["--stream", stream, "--checkpoint", checkpoint, "--config",
+                                ONNX_CONFIGS[stream], "--out", str(paths[stream])]) == 0
+    return paths

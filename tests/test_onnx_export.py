@@ -18,10 +18,9 @@ from inference.onnx_scoring import OnnxScoringGraph, onnx_infer_score, sidecar_p
 from inference.scoring import infer_score
 from models.masking import stable_order
 from streams import load_config
+from tests.conftest import ONNX_CHECKPOINTS as CKPT
+from tests.conftest import ONNX_CONFIGS as CONFIG
 from tests.test_scoring import _fdc_batch
-
-CKPT = {"patchtst": "checkpoints/patchtst_ssl.pt", "swinmae": "checkpoints/swinmae_ssl.pt"}
-CONFIG = {"patchtst": "configs/patch.yaml", "swinmae": "configs/swin.yaml"}
 
 
 def _cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
@@ -29,20 +28,6 @@ def _cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str,
         run_main(export_main, argv)
     out = capsys.readouterr()
     return int(info.value.code or 0), out.out, out.err
-
-
-@pytest.fixture(scope="module")
-def exported(tiny, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """Both tiny checkpoints exported once through the CLI: stream -> .onnx path."""
-    out_dir = tmp_path_factory.mktemp("onnx")
-    paths = {}
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("SSL_REPO_ROOT", str(tiny.root))
-        for stream in CKPT:
-            paths[stream] = out_dir / f"{stream}.onnx"
-            assert export_main(["--stream", stream, "--checkpoint", CKPT[stream],
-                                "--config", CONFIG[stream], "--out", str(paths[stream])]) == 0
-    return paths
 
 
 def _vib_windows(root: Path, trained: Trained) -> torch.Tensor:
@@ -72,9 +57,9 @@ def _assert_parity(batch: torch.Tensor, trained: Trained, graph: OnnxScoringGrap
 
 @pytest.mark.parametrize("stream", ["patchtst", "swinmae"])
 def test_onnx_scores_equal_pytorch_for_two_batch_sizes(
-    stream: str, root: Path, exported: dict[str, Path]
+    stream: str, root: Path, onnx_graphs: dict[str, Path]
 ) -> None:
-    out = exported[stream]
+    out = onnx_graphs[stream]
     meta = json.loads(sidecar_path(out).read_text())
     assert meta["opset"] == ONNX_OPSET and meta["stream"] == stream
     trained = load_trained(root / CKPT[stream])
@@ -98,9 +83,9 @@ def test_export_refuses_a_config_that_does_not_match(
 
 
 def test_graph_is_refused_for_another_checkpoint(
-    root: Path, tmp_path: Path, exported: dict[str, Path]
+    root: Path, tmp_path: Path, onnx_graphs: dict[str, Path]
 ) -> None:
-    out = exported["patchtst"]
+    out = onnx_graphs["patchtst"]
     ckpt = torch.load(root / CKPT["patchtst"], weights_only=True)
     ckpt["epoch"] = 99  # same weights, another checkpoint file
     torch.save(ckpt, tmp_path / "other.pt")
