@@ -119,4 +119,4 @@ class RayEngine(contextlib.AbstractContextManager):
             raise
         except ray.exceptions.RayActorError:
             raise UserError(f"a Ray worker died {RESTARTS + 1} times scoring {piece.path}; "
-                            "see the Ray logs (/tmp/ray/session_latest/logs)") from None
+                            "see the Ray logs (session_latest/logs in Ray's temp dir)") from None

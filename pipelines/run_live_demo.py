@@ -93,10 +93,10 @@ def report(scorers: list[Any], live: LiveConfig) -> None:
         if truth and truth.fault_start_row is not None and rec is not None and \
                 rec.stamps is not None:
             onset = rec.stamps[min(truth.fault_start_row, len(rec.stamps) - 1)]
-        lines = (s.out / "events.jsonl").read_text().splitlines() if \
-            (s.out / "events.jsonl").is_file() else []
-        raised = [json.loads(x)["event"] for x in lines if '"transition":"raised"' in x
-                  and '"kind":"process"' in x]
+        log = s.out / "events.jsonl"
+        lines = [json.loads(x) for x in log.read_text().splitlines()] if log.is_file() else []
+        raised = [x["event"] for x in lines
+                  if x["kind"] == "process" and x["transition"] == "raised"]
         first = raised[0]["raised_at"] if raised else None
         batch = _batch_first_alarm(live.decision_config, s.stream, path.name)
         print(f"[{s.stream}] {path.name}: live first alarm {_delay(first, onset)}; "

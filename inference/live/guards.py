@@ -206,13 +206,14 @@ class Guards:
         return self._raise("out_of_order", [], f"row stamped {at} is not after the previous "
                            f"row ({stamp_text(last, row)}); dropped", at)
 
-    def clean_order(self, n_rows: int, at: Stamp) -> list[tuple[str, DqEvent]]:
-        """Rows in order since the last out-of-order one count toward clearing it."""
-        state = self.checks.get("out_of_order")
+    def clean_rows(self, check: str, n_rows: int, at: Stamp) -> list[tuple[str, DqEvent]]:
+        """Good rows since the last out-of-order row or bad payload count toward clearing
+        that event (those checks see problems one at a time, not in a block of rows)."""
+        state = self.checks.get(check)
         if state is None or state.event is None:
             return []
         state.clean += n_rows
-        return self._clear("out_of_order", at) if state.clean >= self.rules.clear_rows else []
+        return self._clear(check, at) if state.clean >= self.rules.clear_rows else []
 
     # ------------------------------------------------------------------ windows / notices
     def window_period(self, stamps: np.ndarray | None, at: Stamp) -> list[tuple[str, DqEvent]]:
@@ -230,14 +231,6 @@ class Guards:
         if notice.kind == "source_up":
             return self._clear("source_down", at)
         return self._raise(notice.kind, list(notice.channels), notice.detail, at)
-
-    def clean_payload(self, n_rows: int, at: Stamp) -> list[tuple[str, DqEvent]]:
-        """Rows without a bad-payload notice count toward clearing it."""
-        state = self.checks.get("bad_payload")
-        if state is None or state.event is None:
-            return []
-        state.clean += n_rows
-        return self._clear("bad_payload", at) if state.clean >= self.rules.clear_rows else []
 
     def open_events(self) -> list[DqEvent]:
         return [c.event for c in self.checks.values() if c.event is not None]

@@ -64,6 +64,8 @@ class ScoringModel:
     top_k: int
     rule: AlarmRule  # the decision config's, which the thresholds were calibrated with
     basis: BasisFn | None = None  # another model pass (ONNX Runtime), None: PyTorch
+    layout: Any = None  # the stream's score layout (frequency bands), made once
+    profile: np.ndarray | None = None  # the normal error profile of relative scores
 
     @classmethod
     def load(cls, stream: str, dcfg: DecisionConfig, device: Any, backend: str = "torch"
@@ -92,15 +94,14 @@ class ScoringModel:
         return cls(stream, trained, cfg, thr, trained.task.live_input(cfg, trained.model_meta,
                                                                       device),
                    names, len(names) if len(names) <= 3 else dcfg.top_contributors, dcfg.alarm,
-                   basis)
+                   basis, trained.task.score_layout(cfg), threshold_profile(thr))
 
     def score(self, windows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray | None,
                                                   list[str]]:
         """Scores, per-part errors, band errors (or None) and band labels of raw windows."""
         task = self.trained.task
         scores, aux = score_batch(self.live.prepare(windows), self.trained, self.cfg.scoring,
-                                  task.score_layout(self.cfg),
-                                  threshold_profile(self.thresholds), self.basis)
+                                  self.layout, self.profile, self.basis)
         return scores, aux[parts_key(task)], aux.get("band_errors"), \
             list(aux.get("band_labels", []))
 
@@ -332,7 +333,7 @@ class LiveScorer:
                 return
         first = self.n_rows
         self._dq(self.guards.rows(stamps, values, first))
-        self._dq(self.guards.clean_payload(len(values), stamp_text(
+        self._dq(self.guards.clean_rows("bad_payload", len(values), stamp_text(
             None if stamps is None else stamps[-1], first + len(values) - 1)))
         self._append(values, stamps)
         self.position = block[-1].position or self.position
@@ -352,7 +353,7 @@ class LiveScorer:
         self.last_stamp = last
         n_ok = int(keep.sum())
         if n_ok:
-            self._dq(self.guards.clean_order(n_ok, stamp_text(last, self.n_rows)))
+            self._dq(self.guards.clean_rows("out_of_order", n_ok, stamp_text(last, self.n_rows)))
         return keep
 
     def _append(self, values: np.ndarray, stamps: np.ndarray | None) -> None:
