@@ -71,7 +71,7 @@ from sklearn.decomposition import PCA
 from sklearn.metrics import roc_auc_score
 
 from benchmarks.memory import print_peak_rss
-from core.config import AlarmRule, DecisionConfig, load_decision_config
+from core.config import AlarmRule, DecisionConfig, PatchTSTModelConfig, load_decision_config
 from core.errors import DataError
 from core.io import atomic_write_json
 from core.paths import display_path, resolve_path
@@ -95,6 +95,8 @@ from streams.base import TrainingSetup
 from streams.patchtst import PatchTSTConfig
 
 DECISION_CONFIG = "configs/decision_local.yaml"
+DECODER_DEFAULTS = {key: PatchTSTModelConfig.model_fields[key].default
+                    for key in ("decoder_mlp", "decoder_kv_proj")}
 TEST_FIRST_ROW = 480  # d00_te rows from here on are test normal: read only with --final
 TUNING_CALIB_END = 240  # tuning split: calibration windows end before this d00_te row
 DETECTABLE = tuple(f for f in FAULT_IDS if f not in HARD_FAULTS)
@@ -256,7 +258,8 @@ def bench_config(args: argparse.Namespace, seed: int, out_dir: Path) -> PatchTST
         "dqvl": {"report_dir": str(out_dir / "dqvl")},
         "model": {"patch_len": args.patch_len, "d_model": args.d_model, "n_heads": args.n_heads,
                   "n_layers": args.n_layers, "d_ff": args.d_ff, "dropout": args.dropout,
-                  "mask_ratio": args.mask_ratio},
+                  "mask_ratio": args.mask_ratio, "decoder_mlp": args.decoder_mlp,
+                  "decoder_kv_proj": args.decoder_kv_proj},
         "training": {"epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr,
                      "weight_decay": 0.01, "warmup_epochs": 1, "grad_clip": 1.0},
         "scoring": {"aggregation": args.aggregation, "top_k": args.top_k, "batch_size": 256},
@@ -598,6 +601,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--d-ff", type=int, default=128)
     p.add_argument("--dropout", type=float, default=0.1)
     p.add_argument("--mask-ratio", type=float, default=0.6)
+    p.add_argument("--decoder-mlp", action=argparse.BooleanOptionalAction,
+                   default=DECODER_DEFAULTS["decoder_mlp"],
+                   help="a feed-forward block after the decoder's cross-attention")
+    p.add_argument("--decoder-kv-proj", action=argparse.BooleanOptionalAction,
+                   default=DECODER_DEFAULTS["decoder_kv_proj"],
+                   help="project the encoded patches to the decoder's keys and values")
     p.add_argument("--epochs", type=int, default=20)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--lr", type=float, default=1e-3)

@@ -169,10 +169,12 @@ def _column_spans(n_samples: int, width: int) -> tuple[np.ndarray, np.ndarray]:
     return (j * n_samples) // width, -((-(j + 1) * n_samples) // width)
 
 
-# Exact quantiles: every 61st value (prime: no aliasing with the image's rows and columns)
-# locates each wanted rank to within +- 40 sample ranks; counts then verify the bracket.
-_SAMPLE_STRIDE = 61
-_SAMPLE_MARGIN = 40
+# Exact quantiles: every 11th value (prime: no aliasing with the image's rows and columns)
+# locates each wanted rank to within +- 64 sample ranks (measured on 224x224 scalograms of
+# vibration and white noise: within 39); counts then verify the bracket.  A finer sample
+# than every 61st costs a longer sort but leaves ~4x fewer candidates to select among.
+_SAMPLE_STRIDE = 11
+_SAMPLE_MARGIN = 64
 
 
 def _adjacent_order_statistics(values: np.ndarray, ranks: np.ndarray) -> tuple[np.ndarray, ...]:

@@ -38,7 +38,7 @@ from engine.checkpoint import (
 )
 from engine.loss_log import loss_trend_warning, plot_loss_curve, write_history_csv
 from engine.tracking import RunTracker, infer_signature
-from streams.base import TrainingSetup, model_args_differences
+from streams.base import TrainingSetup, model_args_differences, trained_model_args
 
 ProgressHook = Callable[[dict[str, Any]], None]
 MAX_NON_FINITE_STEPS = 10
@@ -189,9 +189,8 @@ class _Trainer:
                 f"config is {self.cfg.stream!r}"
             )
         task = streams.get(self.cfg.stream)
-        saved = ckpt.get("model_args") or task.model_args(
-            streams.config_from_dict(ckpt.get("config", {}), self.cfg.stream, display_path(path))
-        )
+        saved = trained_model_args(task, ckpt, streams.config_from_dict(
+            ckpt.get("config", {}), self.cfg.stream, display_path(path)))
         diffs = model_args_differences(saved, task.model_args(self.cfg))
         if diffs:
             raise CheckpointError(

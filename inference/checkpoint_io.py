@@ -31,7 +31,7 @@ from core.io import file_sha256
 from core.paths import display_path, resolve_path
 from engine.checkpoint import load_checkpoint
 from engine.tracking import download_version
-from streams.base import StreamTask, model_args_differences
+from streams.base import StreamTask, model_args_differences, trained_model_args
 
 REQUIRED_KEYS = ("stream", "model", "config", "model_meta")
 REGISTRY_SCHEME = "models:/"
@@ -150,8 +150,7 @@ def load_trained(
         raise CheckpointError(str(exc)) from None
     task = streams.get(stream)
     meta = dict(ckpt["model_meta"])
-    # Checkpoints from before model_args was stored: derive it from the embedded config.
-    model_args = ckpt.get("model_args") or task.model_args(cfg)
+    model_args = trained_model_args(task, ckpt, cfg)
     if not isinstance(model_args, dict):
         raise CheckpointError(f"{shown}: checkpoint model_args is not a mapping")
     try:

@@ -9,7 +9,7 @@ dashboard only talk to this protocol, so a new stream is one module.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol
@@ -197,6 +197,35 @@ def pick_model_args(
         out.update(_flatten(node, key))
     skip = set(ignored)
     return {k: v for k, v in out.items() if k not in skip}
+
+
+def trained_model_args(
+    task: StreamTask, ckpt: Mapping[str, Any], cfg: StreamConfig
+) -> Any:
+    """The model args a checkpoint was trained with: its stored ``model_args``, or for a file
+    from before those were stored what its embedded config (parsed as ``cfg``) gives.
+
+    A stream may declare ``legacy_model_args`` (optional): model keys added after checkpoints
+    existed, mapped to the value such older files were trained with.
+    """
+    legacy: Mapping[str, Any] = getattr(task, "legacy_model_args", {})
+    stored = ckpt.get("model_args")
+    if not stored:
+        raw = ckpt.get("config")
+        derived = task.model_args(cfg)
+        derived.update({k: v for k, v in legacy.items() if not _has_key(raw, k)})
+        return derived
+    if not isinstance(stored, dict):
+        return stored  # the caller refuses it
+    return {**legacy, **stored}
+
+
+def _has_key(raw: Any, dotted: str) -> bool:
+    for part in dotted.split("."):
+        if not isinstance(raw, dict) or part not in raw:
+            return False
+        raw = raw[part]
+    return True
 
 
 def model_args_differences(stored: dict[str, Any], given: dict[str, Any]) -> list[str]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any, Literal
 
 import numpy as np
@@ -88,6 +89,7 @@ class PatchTSTTask:
     cli_flag = "patch"
     data_folder = "fdc"
     file_suffixes = (".csv", ".parquet")
+    legacy_model_args = MappingProxyType({"model.decoder_mlp": True, "model.decoder_kv_proj": True})
 
     def model_args(self, cfg: PatchTSTConfig) -> dict[str, Any]:
         return pick_model_args(cfg, ("model", "data.seq_len"))

@@ -172,7 +172,7 @@ def test_patchtst_training_steps_reduce_loss() -> None:
     mask = model.random_mask(B, C, "cpu", torch.Generator().manual_seed(0))
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
     losses = []
-    for _ in range(20):
+    for _ in range(40):
         loss = model(x, mask)["loss"]
         opt.zero_grad()
         loss.backward()

@@ -22,7 +22,7 @@ import yaml
 
 import streams
 from core.errors import CheckpointError, DataError
-from inference.checkpoint_io import load_trained
+from inference.checkpoint_io import check_config_matches, load_trained
 from inference.run_scoring_example import main as scoring_main
 from inference.scoring import aggregate, infer_score, score_files
 from sensor_data.synthetic_fdc import make_fdc_frame
@@ -260,6 +260,36 @@ def test_load_trained_rebuilds_models(root: Path) -> None:
     assert len(patch.ckpt_info["sha256"]) == 64
     swin = load_trained("checkpoints/swinmae_ssl.pt")
     assert swin.stream == "swinmae" and swin.cfg.image.size == 32
+
+
+def test_checkpoint_from_before_the_decoder_keys_loads_as_trained(
+    root: Path, tmp_path: Path
+) -> None:
+    """Files written before ``model.decoder_mlp`` / ``decoder_kv_proj`` existed were trained
+    with both on: they load that way, and a config with today's defaults is refused by name."""
+    keys = ("model.decoder_kv_proj", "model.decoder_mlp")
+    ckpt = torch.load(root / "checkpoints" / "patchtst_ssl.pt", weights_only=True)
+    args = dict(ckpt["model_args"])
+    assert [args.pop(key) for key in keys] == [False, False]  # today's defaults
+    task = streams.get("patchtst")
+    ckpt["model"] = task.build_model({**args, **dict.fromkeys(keys, True)},
+                                     ckpt["model_meta"]).state_dict()
+    ckpt["model_args"] = args
+    for key in keys:
+        del ckpt["config"]["model"][key.split(".")[1]]
+    torch.save(ckpt, tmp_path / "old.pt")
+    trained = load_trained(tmp_path / "old.pt")
+    assert trained.model.decoder.ff is not None and trained.model.decoder.kv is not None
+    assert all(trained.model_args[key] is True for key in keys)
+    config = root / "configs" / "patch.yaml"
+    with pytest.raises(CheckpointError) as info:
+        check_config_matches(trained, load_config(config), "patch.yaml")
+    assert all(f"{key}: checkpoint=True, config=False" in str(info.value) for key in keys)
+    on = load_config(config, [f"{key}=true" for key in keys])
+    check_config_matches(trained, on, "patch.yaml")
+    del ckpt["model_args"]  # the oldest files: only the embedded config
+    torch.save(ckpt, tmp_path / "older.pt")
+    assert load_trained(tmp_path / "older.pt").model.decoder.kv is not None
 
 
 def _bad_checkpoints(root: Path, tmp: Path) -> dict[str, tuple[Path, str, str | None]]:
