@@ -189,7 +189,7 @@ class _Trainer:
                 f"config is {self.cfg.stream!r}"
             )
         task = streams.get(self.cfg.stream)
-        saved = trained_model_args(task, ckpt, streams.config_from_dict(
+        saved = trained_model_args(task, ckpt, lambda: streams.config_from_dict(
             ckpt.get("config", {}), self.cfg.stream, display_path(path)))
         diffs = model_args_differences(saved, task.model_args(self.cfg))
         if diffs:

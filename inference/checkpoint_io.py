@@ -150,7 +150,7 @@ def load_trained(
         raise CheckpointError(str(exc)) from None
     task = streams.get(stream)
     meta = dict(ckpt["model_meta"])
-    model_args = trained_model_args(task, ckpt, cfg)
+    model_args = trained_model_args(task, ckpt, lambda: cfg)
     if not isinstance(model_args, dict):
         raise CheckpointError(f"{shown}: checkpoint model_args is not a mapping")
     try:

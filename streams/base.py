@@ -200,10 +200,11 @@ def pick_model_args(
 
 
 def trained_model_args(
-    task: StreamTask, ckpt: Mapping[str, Any], cfg: StreamConfig
+    task: StreamTask, ckpt: Mapping[str, Any], embedded: Callable[[], StreamConfig]
 ) -> Any:
     """The model args a checkpoint was trained with: its stored ``model_args``, or for a file
-    from before those were stored what its embedded config (parsed as ``cfg``) gives.
+    from before those were stored what its embedded config gives (``embedded()`` parses it,
+    called only then).
 
     A stream may declare ``legacy_model_args`` (optional): model keys added after checkpoints
     existed, mapped to the value such older files were trained with.
@@ -212,7 +213,7 @@ def trained_model_args(
     stored = ckpt.get("model_args")
     if not stored:
         raw = ckpt.get("config")
-        derived = task.model_args(cfg)
+        derived = task.model_args(embedded())
         derived.update({k: v for k, v in legacy.items() if not _has_key(raw, k)})
         return derived
     if not isinstance(stored, dict):
